@@ -1,0 +1,37 @@
+"""vidgen: a JAX/Flax framework for Sora-style text-to-video models."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.10",
+    "flax>=0.12",
+    "optax",
+    "orbax-checkpoint",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",  # used without TensorFlow: builders + array_record
+    "array_record",
+    "einops",
+    "sentencepiece",
+    "absl-py",
+    "ml_collections",
+    "numpy",
+    "pillow",  # resizing frames, PNG contact sheets
+    "av",  # PyAV: decoding and encoding mp4/webm/avi/gif
+    "tqdm",
+    "tensorboardX",
+]
+
+setuptools.setup(
+    name="vidgen",
+    version="0.1.0",
+    description="Train and sample Sora-style text-to-video models in JAX/Flax.",
+    packages=setuptools.find_packages(include=["vidgen", "vidgen.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "chex"],
+        # Peer implementations for parity tests and benchmarks. torch is pinned
+        # to the CPU build the development machines carry.
+        "interop": ["torch==2.13.0", "diffusers", "transformers"],
+    },
+)

@@ -1,0 +1,331 @@
+"""Helpers for config files: typed config arguments, the variants table, validation.
+
+A config file is `configs/<area>/<experiment>.py` exporting `get_config(arg=None)`;
+`arg` is what follows the colon in `--config=file.py:key=value,...` and is turned
+into typed options by `parse_arg`. Shared pieces (`data_config`, `text_config`)
+are functions to compose, not classes to inherit. `validate` checks a finished
+config against the reference tree: an unknown key or a value of the wrong type
+or range fails with a message naming the dotted key. `load` does all of it for
+a `file.py:arg` string (tests and tools); `vidgen.app` does it for `--config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+class ConfigError(ValueError):
+  """A config that cannot be used; the message names the key."""
+
+
+# ---------------------------------------------------------------------------
+# `file.py:key=value,...` arguments.
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
+  if isinstance(default, bool):
+    low = text.lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"config argument {key!r}: expected a bool, got {text!r}")
+  for typ in (int, float):
+    if isinstance(default, typ):
+      try:
+        return typ(text)
+      except ValueError:
+        raise ConfigError(
+            f"config argument {key!r}: expected {typ.__name__}, got {text!r}") from None
+  return text
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ConfigDict:
+  """Parses `"a=1,b=x,flag"` into a locked ConfigDict typed by `defaults`.
+
+  A bare name sets a bool option to True. Unknown names and values of the
+  wrong type raise ConfigError naming the option.
+  """
+  out = dict(defaults)
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    key, eq, text = part.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(
+          f"unknown config argument {key!r}; known: {', '.join(sorted(defaults)) or 'none'}")
+    if not eq:
+      if not isinstance(defaults[key], bool):
+        raise ConfigError(f"config argument {key!r} needs a value ({key}=...)")
+      out[key] = True
+    else:
+      out[key] = _coerce(key, text.strip(), defaults[key])
+  cfg = ConfigDict(out)
+  cfg.lock()
+  return cfg
+
+
+# ---------------------------------------------------------------------------
+# Model sizes: one table (DiT paper sizes plus a `tiny` for tests and CPUs).
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A transformer size.
+
+  Attributes:
+    width: model dimension D.
+    depth: number of blocks.
+    heads: attention heads N (head dim K = D / N).
+    mlp_ratio: MLP hidden size / D.
+  """
+
+  width: int
+  depth: int
+  heads: int
+  mlp_ratio: float = 4.0
+
+
+VARIANTS: dict[str, Variant] = {
+    "tiny": Variant(width=64, depth=2, heads=2),
+    "S": Variant(width=384, depth=12, heads=6),
+    "B": Variant(width=768, depth=12, heads=12),
+    "L": Variant(width=1024, depth=24, heads=16),
+    "XL": Variant(width=1152, depth=28, heads=16),
+}
+
+_VARIANT_RE = re.compile(r"^([A-Za-z]+)(?:/(\d+)(?:x(\d+)x(\d+))?)?$")
+
+
+def parse_variant(name: str) -> tuple[Variant, tuple[int, int, int]]:
+  """`"B/2"` -> (B, patch (1, 2, 2)); `"S/2x2x2"` -> (S, (2, 2, 2)); `"tiny"` -> 1x2x2."""
+  m = _VARIANT_RE.match(name.strip())
+  if not m or m.group(1) not in VARIANTS:
+    raise ConfigError(
+        f"unknown variant {name!r}; expected NAME[/P or /PtxPhxPw] with NAME in "
+        f"{', '.join(VARIANTS)}")
+  if m.group(3):
+    patch = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+  elif m.group(2):
+    patch = (1, int(m.group(2)), int(m.group(2)))
+  else:
+    patch = (1, 2, 2)
+  if min(patch) < 1:
+    raise ConfigError(f"variant {name!r}: patch sizes must be >= 1")
+  return VARIANTS[m.group(1)], patch
+
+
+# ---------------------------------------------------------------------------
+# Shared config pieces.
+
+DATA_SOURCES = ("shapes", "shapes_records", "folder", "folder_records", "tfds")
+
+
+def data_config() -> ConfigDict:
+  """The `data` section: where clips come from and how they are batched."""
+  return ConfigDict(dict(
+      # shapes | shapes_records | folder:DIR | folder_records:DIR | tfds:NAME
+      source="shapes",
+      data_dir="data",  # built data sets, the tokenizer and TFDS data live here
+      split="train",
+      eval_split="test",
+      # Moving Shapes rendered on demand: examples per split (one epoch).
+      sizes=dict(train=100_000, test=256, holdout=256),
+      # Moving Shapes written to array_record by `vidgen.prepare --mode=build`.
+      build_sizes=dict(train=2_000, test=256, holdout=256),
+      shapes=dict(height=64, width=64, frames=16, num_objects=1, holdout=(), seed=0),
+      buckets="16x64x64:8",  # TxHxW:global_batch[@weight], comma separated
+      sampling=dict(stride=1, fps=0.0, random_start=True, random_crop=False),
+      shuffle=True,
+      seed=0,
+      num_epochs=0,  # 0: repeat forever
+      num_workers=2,
+      worker_buffer_size=2,
+      max_bad_fraction=0.1,
+      bad_check_after=100,
+      # tfds:NAME data sets: which features hold the video and its text.
+      tfds=dict(video_key="video", caption_key="", label_key="label",
+                caption_template="a video of {label}", fps=25.0),
+  ))
+
+
+def text_config() -> ConfigDict:
+  """The `text` section: the tokenizer."""
+  return ConfigDict(dict(
+      tokenizer="",  # path; empty: <data.data_dir>/tokenizer.model
+      max_len=32,
+      vocab_size=512,
+      train_captions=20_000,  # captions the tokenizer is trained on
+  ))
+
+
+def base_config() -> ConfigDict:
+  return ConfigDict(dict(task="prepare", seed=0, data=data_config(), text=text_config()))
+
+
+# The reference tree every config is checked against. Later stages add sections.
+REFERENCE: dict[str, Callable[[], Any]] = {
+    "task": lambda: "prepare",
+    "seed": lambda: 0,
+    "data": data_config,
+    "text": text_config,
+}
+
+TASKS = ("prepare",)
+
+
+def _positive(v):
+  return v > 0
+
+
+def _non_negative(v):
+  return v >= 0
+
+
+def _check_source(v):
+  kind, _, arg = v.partition(":")
+  if kind not in DATA_SOURCES:
+    return f"unknown source kind {kind!r}; known: {', '.join(DATA_SOURCES)}"
+  if kind in ("folder", "folder_records", "tfds") and not arg:
+    return f"{kind} needs an argument: '{kind}:...'"
+  if kind in ("shapes", "shapes_records") and arg:
+    return f"{kind} takes no argument"
+  return True
+
+
+def _check_buckets(v):
+  from vidgen.data import buckets  # pylint: disable=g-import-not-at-top
+  try:
+    buckets.parse_buckets(v)
+  except ValueError as e:
+    return str(e)
+  return True
+
+
+def _check_holdout(v):
+  from vidgen.data import moving_shapes  # pylint: disable=g-import-not-at-top
+  for pair in v:
+    if (len(pair) != 2 or pair[0] not in moving_shapes.COLORS
+        or pair[1] not in moving_shapes.SHAPES):
+      return (f"{pair!r} is not a (color, shape) pair; colors: "
+              f"{', '.join(moving_shapes.COLORS)}; shapes: {', '.join(moving_shapes.SHAPES)}")
+  return True
+
+
+CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "task": (lambda v: v in TASKS, f"must be one of {TASKS}"),
+    "data.source": (_check_source, ""),
+    "data.buckets": (_check_buckets, ""),
+    "data.split": (lambda v: bool(v), "must not be empty"),
+    "data.shapes.height": (lambda v: v >= 16, "must be >= 16"),
+    "data.shapes.width": (lambda v: v >= 16, "must be >= 16"),
+    "data.shapes.frames": (_positive, "must be >= 1"),
+    "data.shapes.num_objects": (lambda v: v in (1, 2), "must be 1 or 2"),
+    "data.shapes.holdout": (_check_holdout, ""),
+    "data.sizes.train": (_non_negative, "must be >= 0"),
+    "data.sizes.test": (_non_negative, "must be >= 0"),
+    "data.sizes.holdout": (_non_negative, "must be >= 0"),
+    "data.build_sizes.train": (_non_negative, "must be >= 0"),
+    "data.build_sizes.test": (_non_negative, "must be >= 0"),
+    "data.build_sizes.holdout": (_non_negative, "must be >= 0"),
+    "data.sampling.stride": (_positive, "must be >= 1"),
+    "data.sampling.fps": (_non_negative, "must be >= 0"),
+    "data.num_epochs": (_non_negative, "must be >= 0 (0 repeats forever)"),
+    "data.num_workers": (_non_negative, "must be >= 0"),
+    "data.worker_buffer_size": (_positive, "must be >= 1"),
+    "data.max_bad_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "data.bad_check_after": (_positive, "must be >= 1"),
+    "data.tfds.fps": (_positive, "must be > 0"),
+    "text.max_len": (lambda v: v >= 2, "must be >= 2"),
+    "text.vocab_size": (lambda v: v >= 300, "must be >= 300 (256 byte pieces + words)"),
+    "text.train_captions": (_positive, "must be >= 1"),
+}
+
+
+def _type_ok(value: Any, ref: Any) -> bool:
+  if isinstance(ref, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(ref, bool)
+  if isinstance(ref, float):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+  if isinstance(ref, int):
+    return isinstance(value, int)
+  if isinstance(ref, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(ref))
+
+
+def _walk(value: Any, ref: Any, path: str, errors: list[str]) -> None:
+  if isinstance(ref, ConfigDict):
+    if not isinstance(value, (ConfigDict, dict)):
+      errors.append(f"config key {path!r} must be a section, got {value!r}")
+      return
+    for k in value.keys():
+      sub = f"{path}.{k}" if path else k
+      if k not in ref:
+        errors.append(f"unknown config key {sub!r}; known here: {', '.join(sorted(ref.keys()))}")
+      else:
+        _walk(value[k], ref[k], sub, errors)
+    return
+  if not _type_ok(value, ref):
+    errors.append(
+        f"config key {path!r} must be {type(ref).__name__}, got {type(value).__name__} {value!r}")
+    return
+  if path in CHECKS:
+    check, message = CHECKS[path]
+    result = check(value)
+    if result is not True:
+      errors.append(f"config key {path!r} = {value!r}: {result if isinstance(result, str) else message}")
+
+
+def validate(config: ConfigDict) -> ConfigDict:
+  """Checks `config` against `REFERENCE` and `CHECKS`; raises ConfigError listing every problem."""
+  reference = ConfigDict({k: fn() for k, fn in REFERENCE.items()})
+  errors: list[str] = []
+  _walk(config, reference, "", errors)
+  missing = [k for k in ("task", "data") if k not in config]
+  errors += [f"config is missing the {k!r} section" for k in missing]
+  if errors:
+    raise ConfigError("bad config:\n  " + "\n  ".join(errors))
+  return config
+
+
+def load(spec: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ConfigDict:
+  """Loads `path/to/file.py[:arg]`, applies dotted `overrides`, validates, locks."""
+  path, _, arg = str(spec).partition(":")
+  module_spec = importlib.util.spec_from_file_location(
+      "vidgen_config_" + re.sub(r"\W", "_", path), path)
+  if module_spec is None or not os.path.exists(path):
+    raise ConfigError(f"config file {path!r} not found")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  try:
+    config = module.get_config(arg or None)
+  except TypeError as e:  # ml_collections refuses a value of another type
+    raise ConfigError(f"{path}: {e}") from None
+  config.lock()
+  for key, value in (overrides or {}).items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      if not isinstance(node, ConfigDict) or p not in node:
+        raise ConfigError(f"unknown config key {key!r}")
+      node = node[p]
+    if not isinstance(node, ConfigDict) or leaf not in node:
+      raise ConfigError(f"unknown config key {key!r}")
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ConfigError(f"config key {key!r}: {e}") from None
+  return validate(config)

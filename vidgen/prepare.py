@@ -1,0 +1,212 @@
+"""Prepare data: build data sets, train the tokenizer, export clips, draw a contact sheet.
+
+    python -m vidgen.prepare --config=configs/shapes/data.py --workdir=out/data \
+        --mode=build,tokenizer,sheet
+    python -m vidgen.prepare --config=configs/shapes/data.py --mode=export \
+        --split=test --num=64 --out=out/test_clips
+
+Modes (comma separated, run in this order):
+  build      write the data set to array_record under data.data_dir (Moving
+             Shapes: every split at data.build_sizes; a video folder: its
+             files and captions, bad files recorded with their reason).
+  tokenizer  train the SentencePiece tokenizer on the train captions and save
+             it at text.tokenizer (default <data.data_dir>/tokenizer.model).
+  export     write --num clips of --split as DIR/<i>.npy (T, H, W, 3) uint8 and
+             DIR/prompts.jsonl ({"file": "<i>.npy", "prompt": caption} per
+             line); Moving Shapes adds DIR/ground_truth.jsonl.
+  sheet      run the input pipeline on --split and write <workdir>/contact_sheet.png
+             and one mp4 per clip shown, captions decoded from the batch tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from absl import flags, logging
+from absl.app import UsageError
+
+from vidgen import app
+from vidgen.data import buckets as buckets_lib
+from vidgen.data import clips, pipeline
+
+MODES = ("build", "tokenizer", "export", "sheet")
+
+_MODE = flags.DEFINE_string("mode", "build,tokenizer,sheet", f"Comma-separated of {MODES}.")
+_SPLIT = flags.DEFINE_string("split", None, "Split for export/sheet (default data.eval_split).")
+_OUT = flags.DEFINE_string("out", None, "Output folder of export mode.")
+_NUM = flags.DEFINE_integer("num", 16, "Clips to export / show on the contact sheet.")
+
+
+def _source_kind(config) -> tuple[str, str]:
+  kind, _, arg = config.data.source.partition(":")
+  return kind, arg
+
+
+def build(config) -> None:
+  """Writes the configured data set to array_record under data.data_dir."""
+  from vidgen.data import moving_shapes, video_folder  # pylint: disable=g-import-not-at-top
+
+  kind, arg = _source_kind(config)
+  start = time.time()
+  if kind in ("shapes", "shapes_records"):
+    sizes = {k: int(v) for k, v in config.data.build_sizes.items()}
+    if not config.data.shapes.holdout:
+      sizes["holdout"] = 0
+    builder = moving_shapes.MovingShapes(
+        data_dir=config.data.data_dir, shapes=pipeline.shapes_config(config.data),
+        split_sizes=sizes, file_format="array_record")
+    builder.download_and_prepare()
+    logging.info("built Moving Shapes %s in %.1fs: %s", sizes, time.time() - start,
+                 builder.data_dir)
+  elif kind in ("folder", "folder_records"):
+    builder = video_folder.VideoFolder(
+        data_dir=config.data.data_dir, folder=arg, file_format="array_record")
+    builder.download_and_prepare()
+    logging.info("built video folder %s in %.1fs: %s", arg, time.time() - start,
+                 builder.data_dir)
+  else:
+    raise ValueError(f"data.source {config.data.source!r} is built by TFDS itself; "
+                     "prepare it with its own TFDS builder into data.data_dir")
+
+
+def _captions(config, split: str, limit: int) -> Iterator[str]:
+  """Up to `limit` valid UTF-8 captions of `split`, cheaply (no video decoding)."""
+  from vidgen.data import moving_shapes, video_folder  # pylint: disable=g-import-not-at-top
+
+  kind, arg = _source_kind(config)
+  if kind in ("shapes", "shapes_records"):
+    cfg = pipeline.shapes_config(config.data)
+    for i in range(limit):
+      yield moving_shapes.caption(moving_shapes.sample_objects(cfg, split, i))
+    return
+  if kind == "folder" or kind == "folder_records":
+    entries = video_folder.read_captions(arg)
+    raw = (e["caption"] for e in entries)
+  else:
+    source = pipeline.make_source(config.data, split)
+    raw = (source.caption(source.record(k)) for k in range(min(limit, len(source))))
+  n = 0
+  for c in raw:
+    if isinstance(c, bytes):
+      try:
+        c = c.decode("utf-8")
+      except UnicodeDecodeError:
+        continue
+    if c.strip() and n < limit:
+      n += 1
+      yield c
+
+
+def train_tokenizer(config) -> str:
+  from vidgen.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
+  path = pipeline.tokenizer_path(config)
+  captions = list(_captions(config, config.data.split, config.text.train_captions))
+  if not captions:
+    raise ValueError(f"no usable captions in {config.data.source!r} to train a tokenizer on")
+  tok = tokenizer_lib.train(captions, path, vocab_size=config.text.vocab_size)
+  lengths = [len(tok.encode(c)) for c in captions]
+  bad = sum(tok.decode(tok.encode(c)) != c for c in captions)
+  logging.info("tokenizer %s: vocab %d, trained on %d captions, tokens per caption "
+               "max %d mean %.1f, round-trip failures %d", path, tok.vocab_size,
+               len(captions), max(lengths), float(np.mean(lengths)), bad)
+  return path
+
+
+def export(config, split: str, out: str, num: int) -> int:
+  """Writes `num` clips of `split` to `out`; returns how many were written."""
+  from vidgen.data import moving_shapes  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(out, exist_ok=True)
+  kind, _ = _source_kind(config)
+  written = 0
+  with open(os.path.join(out, "prompts.jsonl"), "w") as prompts:
+    if kind in ("shapes", "shapes_records"):
+      cfg = pipeline.shapes_config(config.data)
+      with open(os.path.join(out, "ground_truth.jsonl"), "w") as truth:
+        for i in range(num):
+          ex = moving_shapes.example(cfg, split, i)
+          np.save(os.path.join(out, f"{i}.npy"), ex["video"])
+          prompts.write(json.dumps({"file": f"{i}.npy", "prompt": ex["caption"]}) + "\n")
+          truth.write(json.dumps({"file": f"{i}.npy", "split": split, "index": i,
+                                  "objects": ex["objects"]}) + "\n")
+          written += 1
+      return written
+    source = pipeline.make_source(config.data, split)
+    bucket = buckets_lib.parse_buckets(config.data.buckets)[0]
+    sampling = pipeline.sampling_from_config(config.data, train=False)
+    for key in range(len(source)):
+      if written == num:
+        break
+      try:
+        ex = source.clip(source.record(key), bucket.frames, bucket.height, bucket.width,
+                         sampling, np.random.default_rng(key))
+        caption = ex["caption"]
+        caption = caption.decode("utf-8") if isinstance(caption, bytes) else caption
+      except (clips.BadExample, UnicodeDecodeError) as e:
+        logging.warning("export: skipping key %d: %s", key, e)
+        continue
+      np.save(os.path.join(out, f"{written}.npy"), ex["video"])
+      prompts.write(json.dumps({"file": f"{written}.npy", "prompt": caption}) + "\n")
+      written += 1
+  return written
+
+
+def sheet(config, split: str, workdir: str, num: int) -> str:
+  """Draws `num` clips from the input pipeline; returns the PNG path."""
+  from vidgen import viz  # pylint: disable=g-import-not-at-top
+  from vidgen.data import video_io  # pylint: disable=g-import-not-at-top
+  from vidgen.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
+  tok = tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config))
+  ds = pipeline.dataset_from_config(config, split, train=False, num_workers=0)
+  videos, captions = [], []
+  it = iter(ds)
+  for batch in it:
+    for video, tokens in zip(batch["video"], batch["tokens"]):
+      videos.append(video)
+      captions.append(tok.decode(tokens))
+    if len(videos) >= num:
+      break
+  videos, captions = videos[:num], captions[:num]
+  clip_dir = os.path.join(workdir, "clips")
+  os.makedirs(clip_dir, exist_ok=True)
+  for i, video in enumerate(videos):
+    video_io.write_video(os.path.join(clip_dir, f"{i:03d}.mp4"), video, fps=8)
+  with open(os.path.join(clip_dir, "captions.jsonl"), "w") as f:
+    for i, c in enumerate(captions):
+      f.write(json.dumps({"file": f"{i:03d}.mp4", "caption": c}) + "\n")
+  path = os.path.join(workdir, "contact_sheet.png")
+  viz.contact_sheet(videos, captions).save(path)
+  logging.info("skipped while drawing: %s", pipeline.skip_counts(it.get_state()) or "none")
+  return path
+
+
+def main(config, workdir: str | None) -> None:
+  modes = [m.strip() for m in _MODE.value.split(",") if m.strip()]
+  unknown = sorted(set(modes) - set(MODES))
+  if unknown:
+    raise UsageError(f"unknown --mode {unknown}; known: {MODES}")
+  split = _SPLIT.value or config.data.eval_split
+  if "build" in modes:
+    build(config)
+  if "tokenizer" in modes:
+    print(f"tokenizer: {train_tokenizer(config)}")
+  if "export" in modes:
+    if not _OUT.value:
+      raise UsageError("--mode=export needs --out=DIR")
+    n = export(config, split, _OUT.value, _NUM.value)
+    print(f"exported {n} clips of split {split!r} to {_OUT.value}")
+  if "sheet" in modes:
+    if not workdir:
+      raise UsageError("--mode=sheet needs --workdir")
+    print(f"contact sheet: {sheet(config, split, workdir, _NUM.value)}")
+    print(f"clips: {os.path.join(workdir, 'clips')}")
+
+
+if __name__ == "__main__":
+  app.run(main, workdir_required=False)
