@@ -35,6 +35,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from grain._src.python.ipc import shared_memory_array  # no public path in grain 0.2.18
 from absl import flags
 
 from vidgen.data import buckets as buckets_lib
@@ -117,19 +118,29 @@ class ClipMaker:
     return self.tokenizer.pad(ids, self.max_len)
 
 
-def _collate(examples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+def _collate(examples: list[dict[str, Any]], shared_memory: bool) -> dict[str, np.ndarray]:
+  """Stacks examples; in a Grain worker, straight into shared memory (no pickled copy)."""
+  out = {}
+  for k in examples[0]:
+    first = np.asarray(examples[0][k])
+    if shared_memory and not first.dtype.hasobject and first.dtype.kind not in "US":
+      buffer = shared_memory_array.SharedMemoryArray((len(examples), *first.shape), first.dtype)
+      out[k] = np.stack([e[k] for e in examples], out=buffer)
+    else:
+      out[k] = np.stack([e[k] for e in examples])
+  return out
 
 
 class _BucketBatchIterator(grain.DatasetIterator):
   """Makes examples, skips and counts bad ones, emits full per-bucket batches."""
 
   def __init__(self, parent, maker: ClipMaker, sizes: tuple[int, ...],
-               policy: BadInputPolicy):
+               policy: BadInputPolicy, shared_memory: bool):
     super().__init__(parent)
     self._maker = maker
     self._sizes = sizes
     self._policy = policy
+    self._shared_memory = shared_memory
     self._waiting: list[list[tuple[int, int, dict]]] = [[] for _ in sizes]
     self._seen = 0
     self._skipped: collections.Counter[str] = collections.Counter()
@@ -147,7 +158,7 @@ class _BucketBatchIterator(grain.DatasetIterator):
       waiting.append((position, key, example))
       if len(waiting) == self._sizes[b]:
         self._waiting[b] = []
-        return _collate([e for _, _, e in waiting])
+        return _collate([e for _, _, e in waiting], self._shared_memory)
 
   def _skip(self, error: clips.BadExample, key: int) -> None:
     self._skipped[error.reason] += 1
@@ -192,10 +203,15 @@ class BucketBatchIterDataset(grain.IterDataset):
     self._maker = maker
     self._sizes = sizes
     self._policy = policy
+    self._shared_memory = False
+
+  def enable_shared_memory_output(self) -> None:
+    """Called by Grain's mp_prefetch: batches then cross processes in shared memory."""
+    self._shared_memory = True
 
   def __iter__(self) -> _BucketBatchIterator:
     return _BucketBatchIterator(self._parent.__iter__(), self._maker, self._sizes,
-                                self._policy)
+                                self._policy, self._shared_memory)
 
   def __str__(self) -> str:
     return f"BucketBatchIterDataset(sizes={self._sizes})"
@@ -270,7 +286,11 @@ def make_dataset(
     keys = keys.shuffle(seed=seed)
   keys = keys.repeat(num_epochs)
   maker = ClipMaker(source, tuple(buckets), sampling, tokenizer, max_len, seed)
-  ds = BucketBatchIterDataset(keys.map_with_index(_Tag()).to_iter_dataset(), maker,
+  # The key stream is trivial to read: no read-ahead threads (their per-element
+  # bookkeeping cost more than the clips themselves).
+  tagged = keys.map_with_index(_Tag()).to_iter_dataset(
+      grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  ds = BucketBatchIterDataset(tagged, maker,
                               sizes, policy)
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain workers read absl flags
