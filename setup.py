@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint",
     "grain>=0.2.18",
     "tensorflow-datasets>=4.9.10",  # used without TensorFlow: builders + array_record
+    "importlib_resources",  # TFDS needs it to build data sets, declares it only for Python < 3.9
     "array_record",
     "einops",
     "sentencepiece",
