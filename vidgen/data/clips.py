@@ -139,20 +139,29 @@ def crop_offsets(
   return (height - out_h) // 2, (width - out_w) // 2
 
 
+def resize(video: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """(T, h, w, 3) uint8 -> (T, out_h, out_w, 3) uint8, aspect not kept.
+
+  Area filter when shrinking (no aliasing), bilinear when growing.
+  """
+  _, h, w, _ = video.shape
+  if (h, w) == (out_h, out_w):
+    return video
+  resample = Image.Resampling.BOX if out_h < h else Image.Resampling.BILINEAR
+  return np.stack([
+      np.asarray(Image.fromarray(f).resize((out_w, out_h), resample)) for f in video
+  ])
+
+
 def resize_and_crop(
     video: np.ndarray, out_h: int, out_w: int, random_crop: bool = False,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
   """(T, h, w, 3) uint8 -> (T, out_h, out_w, 3) uint8: cover-resize, then crop."""
-  t, h, w, _ = video.shape
+  _, h, w, _ = video.shape
   if (h, w) != (out_h, out_w):
     rh, rw = cover_size(h, w, out_h, out_w)
-    if (rh, rw) != (h, w):
-      # Area filter when shrinking (no aliasing), bilinear when growing.
-      resample = Image.Resampling.BOX if rh < h else Image.Resampling.BILINEAR
-      video = np.stack([
-          np.asarray(Image.fromarray(f).resize((rw, rh), resample)) for f in video
-      ])
+    video = resize(video, rh, rw)
     y, x = crop_offsets(rh, rw, out_h, out_w, random_crop, rng or np.random.default_rng(0))
     video = video[:, y : y + out_h, x : x + out_w]
   return np.ascontiguousarray(video, dtype=np.uint8)

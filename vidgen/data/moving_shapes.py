@@ -720,7 +720,7 @@ class MovingShapesRecordSource:
     if (h, w) != (height, width):
       rh, rw = clips.cover_size(h, w, height, width)
       oy, ox = clips.crop_offsets(rh, rw, height, width, sampling.random_crop, rng)
-      video = clips.resize_and_crop(video, rh, rw)[:, oy:oy + height, ox:ox + width]
+      video = clips.resize(video, rh, rw)[:, oy:oy + height, ox:ox + width]
       starts = starts * np.array([rh / h, rw / w]) - np.array([oy, ox])
     caption_bytes = record["caption"]
     if isinstance(caption_bytes, str):
