@@ -75,17 +75,11 @@ def build(config) -> None:
 
 def _captions(config, split: str, limit: int) -> Iterator[str]:
   """Up to `limit` valid UTF-8 captions of `split`, cheaply (no video decoding)."""
-  from vidgen.data import moving_shapes, video_folder  # pylint: disable=g-import-not-at-top
+  from vidgen.data import video_folder  # pylint: disable=g-import-not-at-top
 
   kind, arg = _source_kind(config)
-  if kind in ("shapes", "shapes_records"):
-    cfg = pipeline.shapes_config(config.data)
-    for i in range(limit):
-      yield moving_shapes.caption(moving_shapes.sample_objects(cfg, split, i))
-    return
-  if kind == "folder" or kind == "folder_records":
-    entries = video_folder.read_captions(arg)
-    raw = (e["caption"] for e in entries)
+  if kind in ("folder", "folder_records"):  # captions.jsonl, without opening videos
+    raw = (e["caption"] for e in video_folder.read_captions(arg))
   else:
     source = pipeline.make_source(config.data, split)
     raw = (source.caption(source.record(k)) for k in range(min(limit, len(source))))

@@ -204,3 +204,37 @@ def test_bad_fraction_under_the_limit_runs(tokenizer):
   ds = pipeline.make_dataset(FlakySource(400, bad_every=4), buckets_lib.parse_buckets("8x16x16:5"),
                              tokenizer, policy=pipeline.BadInputPolicy(0.2, check_after=50))
   assert len(_take(iter(ds), 60)) == 60
+
+
+@pytest.fixture(scope="module")
+def folder_tokenizer(folder_case, tmp_path_factory):
+  from vidgen.data import video_folder
+  captions = [c["caption"].decode("utf-8", "replace") or "x"
+              for c in video_folder.read_captions(folder_case.folder)]
+  return tokenizer_lib.train(captions * 20, tmp_path_factory.mktemp("ftok") / "t.model")
+
+
+@pytest.mark.parametrize("kind", ["folder", "records"])
+def test_real_bad_files_are_counted_by_reason(folder_case, built_folder, folder_tokenizer, kind):
+  from vidgen.data import video_folder
+  if kind == "folder":
+    source = video_folder.VideoFolderSource(folder_case.folder)
+  else:
+    source = video_folder.ArrayRecordVideoSource.from_folder(
+        folder_case.folder, built_folder.data_dir_root)
+  make = lambda policy: pipeline.make_dataset(
+      source, buckets_lib.parse_buckets("8x32x32:2"), folder_tokenizer, num_epochs=1,
+      shuffle=False, policy=policy,
+      # From frame 0, the file truncated after its header still has 8 frames.
+      sampling=clips.Sampling(random_start=False))
+  it = iter(make(pipeline.BadInputPolicy(max_bad_fraction=0.9, check_after=1)))
+  batches = list(it)
+  assert len(batches) == 3 and all(b["video"].shape == (2, 8, 32, 32, 3) for b in batches)
+  for b in batches:  # never a black or zero-filled frame
+    assert (b["video"].reshape(2 * 8, -1).max(axis=1) > 0).all()
+  assert pipeline.skip_counts(it.get_state()) == {
+      clips.CORRUPT: 2, clips.ZERO_BYTE: 1, clips.MISSING_FILE: 1,
+      clips.BAD_CAPTION_ENCODING: 1, clips.EMPTY_CAPTION: 1, clips.TOO_FEW_FRAMES: 3}
+  # 9 bad of 15 is far over 10%: the job stops at the first check, listing the counts.
+  with pytest.raises(pipeline.DataError, match=r"of 1\d examples were bad.*corrupt=2"):
+    list(iter(make(pipeline.BadInputPolicy(0.1, check_after=10))))

@@ -101,7 +101,7 @@ class Sampling:
 
 def frames_needed(num_frames: int, step: float) -> int:
   """Stored frames a clip of `num_frames` sampled frames spans at `step`."""
-  return int(math.floor((num_frames - 1) * step)) + 1
+  return int(math.floor((num_frames - 1) * step + 1e-6)) + 1
 
 
 def sample_frame_indices(
@@ -178,6 +178,10 @@ class ClipSource(Protocol):
     ...
 
   def record(self, key: int) -> Any:
+    ...
+
+  def caption(self, record: Any) -> bytes | str:
+    """The record's caption, without decoding any video (tokenizer training)."""
     ...
 
   def info(self, record: Any) -> ClipInfo | None:

@@ -505,6 +505,9 @@ class MovingShapesSource:
   def record(self, key: int) -> int:
     return _check_key(key, self.num_examples)
 
+  def caption(self, record: int) -> str:
+    return caption(sample_objects(self.cfg, self.split, record))
+
   def info(self, record: int) -> None:
     return None
 
@@ -691,6 +694,9 @@ class MovingShapesRecordSource:
 
   def record(self, key: int) -> dict[str, Any]:
     return self.source[_check_key(key, len(self))]
+
+  def caption(self, record: Mapping[str, Any]) -> bytes:
+    return bytes(record["caption"])
 
   def info(self, record: Mapping[str, Any]) -> clips.ClipInfo:
     t, h, w, _ = record["video"].shape
