@@ -92,3 +92,30 @@ def test_bad_overrides_fail_before_any_work_naming_the_key(tmp_path, flag, needl
   assert result.returncode != 0
   assert needle in result.stderr
   assert not (tmp_path / "data").exists()
+
+
+def test_two_processes_join_through_jax_distributed(tmp_path):
+  import portpicker
+  port = portpicker.pick_unused_port()
+  config = os.path.join(ROOT, "configs/shapes/data.py") + ":smoke"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "vidgen.prepare", f"--config={config}",
+       f"--workdir={tmp_path / 'w'}", "--mode=export", "--num=2",
+       f"--out={tmp_path / f'out{i}'}", f"--coordinator_address=localhost:{port}",
+       "--num_processes=2", f"--process_id={i}"],
+      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  for i, p in enumerate(procs):
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    log = (tmp_path / "w" / "logs" / f"log-process{i}.txt").read_text()
+    assert f"jax.distributed: process {i} of 2" in log
+  assert (tmp_path / "w" / "config.json").exists()  # written by process 0 only
+
+
+def test_coordinator_flags_go_together(tmp_path):
+  config = os.path.join(ROOT, "configs/shapes/data.py") + ":smoke"
+  result = _prepare(f"--config={config}", "--mode=export", "--num_processes=2",
+                    f"--out={tmp_path}", cwd=tmp_path)
+  assert result.returncode != 0 and "go together" in result.stderr

@@ -60,8 +60,6 @@ def initialize_distributed() -> None:
     return
   import jax  # pylint: disable=g-import-not-at-top
   jax.distributed.initialize(**kwargs)
-  logging.info("jax.distributed: process %d of %d, %d devices in all",
-               jax.process_index(), jax.process_count(), jax.device_count())
 
 
 def process_info() -> tuple[int, int]:
@@ -100,8 +98,12 @@ def run(main: Callable[[configlib.ConfigDict, str | None], None], *,
     except configlib.ConfigError as e:
       raise app.UsageError(str(e)) from None
     initialize_distributed()
-    index, _ = process_info()
+    index, count = process_info()
     _setup_logging(workdir, index)
+    if count > 1:
+      import jax  # pylint: disable=g-import-not-at-top
+      logging.info("jax.distributed: process %d of %d, %d devices in all", index, count,
+                   jax.device_count())
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     logging.info("resolved config:\n%s", text)
     print(f"resolved config ({config_flags.get_config_filename(flags.FLAGS['config'])}):\n{text}",

@@ -15,9 +15,11 @@ the figure is the median of `--reps` repetitions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -88,7 +90,8 @@ def main(argv):
   cases = [c for c in _CASES.value.split(",") if c]
   workers = [int(w) for w in _WORKERS.value.split(",") if w]
   with tempfile.TemporaryDirectory() as tmp:
-    tok, sources = _prepare(tmp, cases)
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress on stdout
+      tok, sources = _prepare(tmp, cases)
     for name in cases:
       for w in workers:
         rates = measure(sources[name], tok, w, _CLIPS.value, _REPS.value)
