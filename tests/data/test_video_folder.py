@@ -9,7 +9,6 @@ import pickle
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from etils import epath
 
 from vidgen.data import clips, video_folder, video_io
 from vidgen.data.clips import BadExample, Sampling
@@ -294,11 +293,6 @@ class VidgenToyActions(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Toy."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)  # See video_folder.VideoFolder.code_path.
 
   def __init__(self, *, make_frames=None, **kwargs):
     self._make_frames = make_frames  # Only needed to build.

@@ -51,7 +51,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from vidgen.data import clips
 
@@ -557,14 +556,6 @@ class MovingShapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First version of the Moving Shapes contract."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 finds a packaged builder's file through the
-    # `importlib_resources` backport, which it only requires on Python < 3.9;
-    # name the file directly so that no backport is needed.
-    return epath.Path(__file__)
 
   def __init__(self, *, shapes: ShapesConfig | None = None,
                split_sizes: Mapping[str, int] | None = None, **kwargs):

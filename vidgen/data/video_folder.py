@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 
 from vidgen.data import clips, video_io
 from vidgen.data.clips import (
@@ -268,7 +267,28 @@ def _record_clip(
 # A folder, read directly.
 
 
-class VideoFolderSource:
+class _EncodedVideoSource:
+  """What the sources of encoded video files share: records are `VideoRecord`s."""
+
+  threads: int
+
+  def info(self, record: VideoRecord) -> ClipInfo:
+    return record.info
+
+  def caption(self, record: VideoRecord) -> bytes:
+    """The record's caption bytes, unchecked (cheap: no decoding)."""
+    return record.caption
+
+  def clip(
+      self, record: VideoRecord, num_frames: int, height: int, width: int,
+      sampling: Sampling, rng: np.random.Generator,
+  ) -> dict[str, Any]:
+    """{'video': (T, H, W, 3) uint8, 'caption': bytes, 'file': str}."""
+    return _with_file(record.file, _record_clip, record, num_frames, height, width,
+                      sampling, rng, self.threads)
+
+
+class VideoFolderSource(_EncodedVideoSource):
   """ClipSource over a video folder with `captions.jsonl`, read directly.
 
   Keys index the valid lines of `captions.jsonl` in file order. Picklable
@@ -311,20 +331,6 @@ class VideoFolderSource:
       raise _named(e, entry["file"]) from None
     return VideoRecord(file=entry["file"], caption=entry["caption"], data=data, info=info)
 
-  def info(self, record: VideoRecord) -> ClipInfo:
-    return record.info
-
-  def caption(self, record: VideoRecord) -> bytes:
-    """The record's caption bytes, unchecked (cheap: no decoding)."""
-    return record.caption
-
-  def clip(
-      self, record: VideoRecord, num_frames: int, height: int, width: int,
-      sampling: Sampling, rng: np.random.Generator,
-  ) -> dict[str, Any]:
-    """{'video': (T, H, W, 3) uint8, 'caption': bytes, 'file': str}."""
-    return _with_file(record.file, _record_clip, record, num_frames, height, width,
-                      sampling, rng, self.threads)
 
 
 def _named(e: BadExample, file: str) -> BadExample:
@@ -384,14 +390,6 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 finds a packaged builder's file through the
-    # `importlib_resources` backport, which it only requires on Python < 3.9
-    # (not installed here); name the file directly.
-    return epath.Path(__file__)
 
   def __init__(
       self, *, folder: str | os.PathLike[str] | None = None,
@@ -545,7 +543,7 @@ def _as_bytes(value: Any) -> bytes:
   return bytes(value)
 
 
-class ArrayRecordVideoSource:
+class ArrayRecordVideoSource(_EncodedVideoSource):
   """ClipSource over a built `VideoFolder` data set (any random-access source of its rows).
 
   Attributes:
@@ -591,20 +589,6 @@ class ArrayRecordVideoSource:
         file=file, caption=_as_bytes(row["caption"]), data=_as_bytes(row["video_bytes"]),
         info=info)
 
-  def info(self, record: VideoRecord) -> ClipInfo:
-    return record.info
-
-  def caption(self, record: VideoRecord) -> bytes:
-    """The record's caption bytes, unchecked (cheap: no decoding)."""
-    return record.caption
-
-  def clip(
-      self, record: VideoRecord, num_frames: int, height: int, width: int,
-      sampling: Sampling, rng: np.random.Generator,
-  ) -> dict[str, Any]:
-    """{'video': (T, H, W, 3) uint8, 'caption': bytes, 'file': str}."""
-    return _with_file(record.file, _record_clip, record, num_frames, height, width,
-                      sampling, rng, self.threads)
 
 
 # ---------------------------------------------------------------------------
