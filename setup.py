@@ -30,7 +30,7 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest", "pytest-xdist", "chex"],
+        "test": ["pytest", "pytest-xdist", "chex", "portpicker"],
         # Peer implementations for parity tests and benchmarks. torch is pinned
         # to the CPU build the development machines carry.
         "interop": ["torch==2.13.0", "diffusers", "transformers"],
