@@ -434,3 +434,16 @@ def test_tfds_source_errors(toy_data_dir, tmp_path):
   with pytest.raises(ValueError, match="no feature 'clip'"):
     video_folder.TfdsVideoSource("vidgen_toy_actions", data_dir=toy_data_dir,
                                  video_key="clip", label_key="label")
+
+
+@pytest.mark.parametrize("caption_key,want", [("", b"a video of "), ("caption", b"toy clip ")])
+def test_tfds_source_from_a_config(toy_data_dir, caption_key, want):
+  from vidgen import configlib
+  from vidgen.data import pipeline
+  config = configlib.base_config()
+  config.data.source = "tfds:vidgen_toy_actions"
+  config.data.data_dir = str(toy_data_dir)
+  config.data.tfds.caption_key = caption_key  # label_key stays at its default
+  configlib.validate(config)
+  source = pipeline.make_source(config.data, "train")
+  assert source.caption(source.record(0)).startswith(want)

@@ -324,7 +324,9 @@ def make_source(data_config, split: str):
     t = data_config.tfds
     return video_folder.TfdsVideoSource(
         arg, split=split, data_dir=data_config.data_dir, video_key=t.video_key,
-        caption_key=t.caption_key or None, label_key=t.label_key or None,
+        # A caption feature, when named, wins over the label default.
+        caption_key=t.caption_key or None,
+        label_key=None if t.caption_key else (t.label_key or None),
         caption_template=t.caption_template, fps=t.fps)
   raise ValueError(f"unknown data.source {spec!r}")
 

@@ -247,7 +247,7 @@ def clip_from_images(
 
 
 def _record_clip(
-    record: VideoRecord | FramesRecord | ImageFramesRecord, num_frames: int,
+    record: Record, num_frames: int,
     height: int, width: int, sampling: Sampling, rng: np.random.Generator,
     threads: int,
 ) -> dict[str, Any]:
@@ -267,20 +267,23 @@ def _record_clip(
 # A folder, read directly.
 
 
-class _EncodedVideoSource:
-  """What the sources of encoded video files share: records are `VideoRecord`s."""
+Record = VideoRecord | FramesRecord | ImageFramesRecord
+
+
+class _RecordSource:
+  """What every source here shares: `record()` gives a `Record`, read the same way."""
 
   threads: int
 
-  def info(self, record: VideoRecord) -> ClipInfo:
+  def info(self, record: Record) -> ClipInfo:
     return record.info
 
-  def caption(self, record: VideoRecord) -> bytes:
+  def caption(self, record: Record) -> bytes:
     """The record's caption bytes, unchecked (cheap: no decoding)."""
     return record.caption
 
   def clip(
-      self, record: VideoRecord, num_frames: int, height: int, width: int,
+      self, record: Record, num_frames: int, height: int, width: int,
       sampling: Sampling, rng: np.random.Generator,
   ) -> dict[str, Any]:
     """{'video': (T, H, W, 3) uint8, 'caption': bytes, 'file': str}."""
@@ -288,7 +291,7 @@ class _EncodedVideoSource:
                       sampling, rng, self.threads)
 
 
-class VideoFolderSource(_EncodedVideoSource):
+class VideoFolderSource(_RecordSource):
   """ClipSource over a video folder with `captions.jsonl`, read directly.
 
   Keys index the valid lines of `captions.jsonl` in file order. Picklable
@@ -330,7 +333,6 @@ class VideoFolderSource(_EncodedVideoSource):
     except BadExample as e:
       raise _named(e, entry["file"]) from None
     return VideoRecord(file=entry["file"], caption=entry["caption"], data=data, info=info)
-
 
 
 def _named(e: BadExample, file: str) -> BadExample:
@@ -543,7 +545,7 @@ def _as_bytes(value: Any) -> bytes:
   return bytes(value)
 
 
-class ArrayRecordVideoSource(_EncodedVideoSource):
+class ArrayRecordVideoSource(_RecordSource):
   """ClipSource over a built `VideoFolder` data set (any random-access source of its rows).
 
   Attributes:
@@ -590,12 +592,11 @@ class ArrayRecordVideoSource(_EncodedVideoSource):
         info=info)
 
 
-
 # ---------------------------------------------------------------------------
 # Any prepared TFDS video data set.
 
 
-class TfdsVideoSource:
+class TfdsVideoSource(_RecordSource):
   """ClipSource over a TFDS video data set already prepared in a local data_dir.
 
   Never downloads or prepares: a data set missing from data_dir is an error.
@@ -688,7 +689,7 @@ class TfdsVideoSource:
       label = label.decode("utf-8", "replace")
     return self.caption_template.format(label=label).encode("utf-8")
 
-  def record(self, key: int) -> VideoRecord | FramesRecord | ImageFramesRecord:
+  def record(self, key: int) -> Record:
     key = int(key)
     row = self._data_source()[key]
     file = f"{self.name}[{self.split}]#{key}"
@@ -720,21 +721,6 @@ class TfdsVideoSource:
     return FramesRecord(
         file=file, caption=caption, frames=frames,
         info=ClipInfo(num_frames=t, fps=fps if t > 1 else 0.0, height=h, width=w))
-
-  def info(self, record: VideoRecord | FramesRecord | ImageFramesRecord) -> ClipInfo:
-    return record.info
-
-  def caption(self, record: VideoRecord | FramesRecord | ImageFramesRecord) -> bytes:
-    """The record's caption bytes, unchecked (no frame decoding)."""
-    return record.caption
-
-  def clip(
-      self, record: VideoRecord | FramesRecord | ImageFramesRecord, num_frames: int,
-      height: int, width: int, sampling: Sampling, rng: np.random.Generator,
-  ) -> dict[str, Any]:
-    """{'video': (T, H, W, 3) uint8, 'caption': bytes, 'file': str}."""
-    return _with_file(record.file, _record_clip, record, num_frames, height, width,
-                      sampling, rng, self.threads)
 
 
 def _rgb_frames(video: np.ndarray, file: str) -> np.ndarray:
