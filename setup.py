@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "av",  # PyAV: decoding and encoding mp4/webm/avi/gif
     "tqdm",
     "tensorboardX",
+    "dm-pix",  # PSNR and SSIM in JAX (DeepMind), for VAE evaluation
 ]
 
 setuptools.setup(

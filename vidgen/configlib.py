@@ -175,15 +175,83 @@ def base_config() -> ConfigDict:
   return ConfigDict(dict(task="prepare", seed=0, data=data_config(), text=text_config()))
 
 
+def mesh_config() -> ConfigDict:
+  """The `mesh` section: devices per mesh axis; one -1 takes what is left."""
+  return ConfigDict(dict(data=-1, fsdp=1, tensor=1, context=1))
+
+
+def optim_config() -> ConfigDict:
+  """The `optim` section: AdamW, schedule, clipping, EMA."""
+  return ConfigDict(dict(
+      lr=1e-4,
+      schedule="cosine",  # cosine | constant (both after a linear warmup)
+      warmup_steps=500,
+      end_lr_factor=0.1,  # cosine ends at lr * end_lr_factor
+      b1=0.9,
+      b2=0.99,
+      eps=1e-8,
+      weight_decay=0.0,
+      clip_norm=1.0,  # global gradient norm; 0 disables
+      ema_decay=0.0,  # 0 disables the EMA copy of the params
+  ))
+
+
+def train_config() -> ConfigDict:
+  """The `train` section: loop length, logging, pictures, evaluation, checkpoints."""
+  return ConfigDict(dict(
+      steps=10_000,
+      log_every=50,
+      picture_every=1_000,  # reconstruction / sample grids (PNG + TensorBoard); 0: never
+      eval_every=1_000,  # 0: only at the end
+      eval_batches=4,
+      checkpoint_every=1_000,
+      keep_checkpoints=3,
+      async_checkpoint=True,
+      max_consecutive_skips=20,  # non-finite steps in a row that stop the run
+      time_limit_minutes=0.0,  # stop (and checkpoint) after this much training time; 0: none
+  ))
+
+
+def vae_config() -> ConfigDict:
+  """The `vae` section: the causal video VAE and its losses.
+
+  Compression: time x patch[0] * prod(d[0] for d in down), space x patch[1] *
+  prod(d[1] for d in down) (4 and 8 by default). Clips have 1 + k * time
+  factor frames; an image is a one-frame clip.
+  """
+  return ConfigDict(dict(
+      latent_channels=16,
+      patch=(1, 2, 2),  # causal space-to-depth (t, h, w) before the first layer
+      channels=(64, 128, 256),  # width of each level
+      down=((2, 2), (2, 2)),  # (time, space) factor between consecutive levels
+      blocks=1,  # residual blocks per level
+      conv="2+1d",  # 2+1d: spatial kh x kw then causal kt x 1 x 1 | 3d: full causal kt x kh x kw
+      kernel=(3, 3, 3),  # (kt, kh, kw)
+      groups=8,  # GroupNorm groups; statistics per frame, so causality holds
+      transformer=dict(layers=2, heads=4, window=8, mlp_ratio=4.0),  # layers=0: off
+      dtype="float32",  # compute
+      param_dtype="float32",
+      checkpoint="",  # a trained VAE workdir or checkpoint dir (stage 2, latents, evaluate)
+      loss=dict(recon="l1", recon_weight=1.0, l2_weight=0.0, kl_weight=1e-6),
+      disc=dict(enabled=False, start_step=2_000, weight=0.1, adaptive=True,
+                channels=(32, 64, 128), max_adaptive_weight=1e4),
+  ))
+
+
 # The reference tree every config is checked against. Later stages add sections.
 REFERENCE: dict[str, Callable[[], Any]] = {
     "task": lambda: "prepare",
     "seed": lambda: 0,
     "data": data_config,
     "text": text_config,
+    "mesh": mesh_config,
+    "optim": optim_config,
+    "train": train_config,
+    "vae": vae_config,
 }
 
-TASKS = ("prepare",)
+TASKS = ("prepare", "vae")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _positive(v):
@@ -192,6 +260,25 @@ def _positive(v):
 
 def _non_negative(v):
   return v >= 0
+
+
+def _mesh_size(v):
+  return v == -1 or v >= 1
+
+
+def _check_factors(n):
+  def check(v):
+    if len(v) != n or any(int(x) < 1 for x in v):
+      return f"must be {n} integers >= 1"
+    return True
+  return check
+
+
+def _check_down(v):
+  for pair in v:
+    if len(pair) != 2 or any(int(x) not in (1, 2) for x in pair):
+      return "must be (time, space) pairs of factors 1 or 2"
+  return True
 
 
 def _check_source(v):
@@ -251,6 +338,46 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "text.max_len": (lambda v: v >= 2, "must be >= 2"),
     "text.vocab_size": (lambda v: v >= 300, "must be >= 300 (256 byte pieces + words)"),
     "text.train_captions": (_positive, "must be >= 1"),
+    "mesh.data": (_mesh_size, "must be >= 1 or -1"),
+    "mesh.fsdp": (_mesh_size, "must be >= 1 or -1"),
+    "mesh.tensor": (_mesh_size, "must be >= 1 or -1"),
+    "mesh.context": (_mesh_size, "must be >= 1 or -1"),
+    "optim.lr": (_positive, "must be > 0"),
+    "optim.schedule": (lambda v: v in ("cosine", "constant"), "must be cosine or constant"),
+    "optim.warmup_steps": (_non_negative, "must be >= 0"),
+    "optim.end_lr_factor": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "optim.b1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "optim.b2": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "optim.eps": (_positive, "must be > 0"),
+    "optim.weight_decay": (_non_negative, "must be >= 0"),
+    "optim.clip_norm": (_non_negative, "must be >= 0 (0 disables)"),
+    "optim.ema_decay": (lambda v: 0 <= v < 1, "must be in [0, 1) (0 disables)"),
+    "train.steps": (_positive, "must be >= 1"),
+    "train.log_every": (_positive, "must be >= 1"),
+    "train.picture_every": (_non_negative, "must be >= 0"),
+    "train.eval_every": (_non_negative, "must be >= 0"),
+    "train.eval_batches": (_positive, "must be >= 1"),
+    "train.checkpoint_every": (_positive, "must be >= 1"),
+    "train.keep_checkpoints": (_positive, "must be >= 1"),
+    "train.max_consecutive_skips": (_positive, "must be >= 1"),
+    "train.time_limit_minutes": (_non_negative, "must be >= 0"),
+    "vae.latent_channels": (_positive, "must be >= 1"),
+    "vae.patch": (_check_factors(3), ""),
+    "vae.channels": (lambda v: len(v) >= 1 and all(int(c) > 0 for c in v), "must be positive widths"),
+    "vae.down": (_check_down, ""),
+    "vae.blocks": (_non_negative, "must be >= 0"),
+    "vae.conv": (lambda v: v in ("2+1d", "3d"), "must be '2+1d' or '3d'"),
+    "vae.kernel": (_check_factors(3), ""),
+    "vae.groups": (_positive, "must be >= 1"),
+    "vae.transformer.layers": (_non_negative, "must be >= 0 (0 switches it off)"),
+    "vae.transformer.heads": (_positive, "must be >= 1"),
+    "vae.transformer.window": (_positive, "must be >= 1"),
+    "vae.dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
+    "vae.param_dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
+    "vae.loss.recon": (lambda v: v in ("l1", "l2"), "must be l1 or l2"),
+    "vae.loss.kl_weight": (_non_negative, "must be >= 0"),
+    "vae.disc.start_step": (_non_negative, "must be >= 0"),
+    "vae.disc.weight": (_non_negative, "must be >= 0"),
 }
 
 

@@ -1,0 +1,35 @@
+"""Logical axis names: the one vocabulary modules use to say how arrays shard.
+
+Modules name logical axes only (`nn.with_logical_partitioning` on initialisers,
+`nn.with_logical_constraint` on activations); `parallel/rules.py` maps each
+name to mesh axes per model family. Shape legend used in comments everywhere:
+
+    B batch   T frames   H height   W width   C channels
+    L tokens  D width    N heads    K head dim
+
+Conv kernels are (kt, kh, kw, C_in, C_out) or (kh, kw, C_in, C_out): the
+kernel taps are never sharded (`None`), the channels are.
+"""
+
+# Activations.
+BATCH = "batch"
+FRAMES = "frames"
+HEIGHT = "height"
+WIDTH = "width"
+LENGTH = "length"  # a flattened token axis (L)
+
+# Parameters and activation features.
+EMBED = "embed"  # model width D / channels of a feature map
+MLP = "mlp"  # hidden width of an MLP
+HEADS = "heads"  # N
+KV = "kv"  # K
+CONV_IN = "conv_in"  # input channels of a conv kernel
+CONV_OUT = "conv_out"  # output channels of a conv kernel
+VOCAB = "vocab"
+NORM = "norm"  # scales and biases of norms
+
+ALL = (BATCH, FRAMES, HEIGHT, WIDTH, LENGTH, EMBED, MLP, HEADS, KV, CONV_IN, CONV_OUT,
+       VOCAB, NORM)
+
+# Mesh axes, outermost first (data-centre network ... chip interconnect).
+MESH_AXES = ("data", "fsdp", "tensor", "context")
