@@ -70,14 +70,28 @@ def process_info() -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops the INFO chatter of orbax, grain and JAX internals (warnings still show)."""
+
+  NOISY = ("/orbax/", "/grain/", "/jax/_src/", "/etils/")
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        n in record.pathname for n in self.NOISY)
+
+
 def _setup_logging(workdir: str | None, index: int) -> None:
   logging.set_verbosity(logging.INFO)
+  quiet = _QuietLibraries()
+  for h in std_logging.getLogger().handlers:
+    h.addFilter(quiet)
   if workdir:
     log_dir = os.path.join(workdir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     handler = std_logging.FileHandler(os.path.join(log_dir, f"log-process{index}.txt"))
     handler.setFormatter(std_logging.Formatter(
         "%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s"))
+    handler.addFilter(quiet)
     std_logging.getLogger().addHandler(handler)
 
 

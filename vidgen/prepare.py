@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 
 import numpy as np
 from absl import flags, logging
@@ -71,44 +70,6 @@ def build(config) -> None:
   else:
     raise ValueError(f"data.source {config.data.source!r} is built by TFDS itself; "
                      "prepare it with its own TFDS builder into data.data_dir")
-
-
-def _captions(config, split: str, limit: int) -> Iterator[str]:
-  """Up to `limit` valid UTF-8 captions of `split`, cheaply (no video decoding)."""
-  from vidgen.data import video_folder  # pylint: disable=g-import-not-at-top
-
-  kind, arg = _source_kind(config)
-  if kind in ("folder", "folder_records"):  # captions.jsonl, without opening videos
-    raw = (e["caption"] for e in video_folder.read_captions(arg))
-  else:
-    source = pipeline.make_source(config.data, split)
-    raw = (source.caption(source.record(k)) for k in range(min(limit, len(source))))
-  n = 0
-  for c in raw:
-    if isinstance(c, bytes):
-      try:
-        c = c.decode("utf-8")
-      except UnicodeDecodeError:
-        continue
-    if c.strip() and n < limit:
-      n += 1
-      yield c
-
-
-def train_tokenizer(config) -> str:
-  from vidgen.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-
-  path = pipeline.tokenizer_path(config)
-  captions = list(_captions(config, config.data.split, config.text.train_captions))
-  if not captions:
-    raise ValueError(f"no usable captions in {config.data.source!r} to train a tokenizer on")
-  tok = tokenizer_lib.train(captions, path, vocab_size=config.text.vocab_size)
-  lengths = [len(tok.encode(c)) for c in captions]
-  bad = sum(tok.decode(tok.encode(c)) != c for c in captions)
-  logging.info("tokenizer %s: vocab %d, trained on %d captions, tokens per caption "
-               "max %d mean %.1f, round-trip failures %d", path, tok.vocab_size,
-               len(captions), max(lengths), float(np.mean(lengths)), bad)
-  return path
 
 
 def export(config, split: str, out: str, num: int) -> int:
@@ -189,7 +150,7 @@ def main(config, workdir: str | None) -> None:
   if "build" in modes:
     build(config)
   if "tokenizer" in modes:
-    print(f"tokenizer: {train_tokenizer(config)}")
+    print(f"tokenizer: {pipeline.train_tokenizer(config)}")
   if "export" in modes:
     if not _OUT.value:
       raise UsageError("--mode=export needs --out=DIR")

@@ -238,3 +238,27 @@ def test_real_bad_files_are_counted_by_reason(folder_case, built_folder, folder_
   # 9 bad of 15 is far over 10%: the job stops at the first check, listing the counts.
   with pytest.raises(pipeline.DataError, match=r"of 1\d examples were bad.*corrupt=2"):
     list(iter(make(pipeline.BadInputPolicy(0.1, check_after=10))))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_host_steps_with_the_same_bucket_sequence(tokenizer, workers):
+  """A multi-host step needs the same batch shape on every host."""
+  def shapes(index):
+    ds = _shapes_ds(tokenizer, n=400, process_index=index, process_count=2,
+                    buckets=buckets_lib.parse_buckets("8x32x32:4@2,4x32x48:4@1"),
+                    num_workers=workers)
+    return [b["video"].shape for b in _take(iter(ds), 16)]
+
+  a, b = shapes(0), shapes(1)
+  assert a == b and len(set(a)) == 2
+
+
+def test_waiting_clips_stay_bounded_when_assignment_disagrees_with_the_schedule(tokenizer):
+  """Clips that prefer a rarely scheduled bucket overflow into the scheduled one."""
+  source = moving_shapes.MovingShapesSource(SHAPES, "train", 400)
+  ds = pipeline.make_dataset(
+      source, buckets_lib.parse_buckets("8x32x32:2@100,4x32x48:2@1"), tokenizer)
+  it = iter(ds)
+  _take(it, 30)
+  waiting = it.get_state()["waiting"]
+  assert all(len(w) <= pipeline.MAX_WAITING_BATCHES * 2 for w in waiting)

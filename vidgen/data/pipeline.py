@@ -6,8 +6,13 @@
       -> per element: read record, choose bucket, decode + sample frames +
          resize/crop to the bucket, check and tokenize the caption
          (a bad example is skipped and counted by reason)
-      -> batching by bucket (a batch is emitted when its bucket is full;
-         never a short batch)
+      -> batching by bucket (never a short batch): the bucket of the n-th
+         batch follows a schedule drawn from the bucket weights with the
+         data seed, the same on every host, so all hosts of a multi-host job
+         step with the same batch shape; clips wait in the bucket that fits
+         them best until the schedule calls for it (a bucket holding more
+         than MAX_WAITING_BATCHES batches sends new clips that fit to the
+         scheduled bucket instead)
       -> worker processes (Grain mp_prefetch) and prefetch.
 
 Batches are numpy dicts (B is the per-host batch size):
@@ -28,6 +33,7 @@ the stream does not depend on timing or worker scheduling.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 import dataclasses
 import logging
 import os
@@ -82,10 +88,17 @@ class ClipMaker:
   max_len: int
   seed: int
 
-  def __call__(self, position: int, key: int) -> tuple[int, dict[str, Any]]:
+  def __call__(self, position: int, key: int, *, overflow: int | None = None
+               ) -> tuple[int, dict[str, Any]]:
+    """`overflow`: a bucket to use instead of the preferred one, if the clip fits it."""
     rng = np.random.default_rng([self.seed, key, position])
     record = self.source.record(key)
-    b = buckets_lib.assign(self.source.info(record), self.buckets, self.sampling, rng)
+    info = self.source.info(record)
+    b = buckets_lib.assign(info, self.buckets, self.sampling, rng)
+    if overflow is not None and overflow != b and (
+        info is None or self.buckets[overflow].frames
+        <= buckets_lib.sampled_frames_available(info, self.sampling)):
+      b = overflow
     bucket = self.buckets[b]
     out = self.source.clip(
         record, bucket.frames, bucket.height, bucket.width, self.sampling, rng
@@ -131,6 +144,10 @@ def _collate(examples: list[dict[str, Any]], shared_memory: bool) -> dict[str, n
   return out
 
 
+MAX_WAITING_BATCHES = 4
+_SCHEDULE_STREAM = 0x5C4ED  # keeps the schedule's random stream apart from the clips'
+
+
 class _BucketBatchIterator(grain.DatasetIterator):
   """Makes examples, skips and counts bad ones, emits full per-bucket batches."""
 
@@ -143,22 +160,34 @@ class _BucketBatchIterator(grain.DatasetIterator):
     self._shared_memory = shared_memory
     self._waiting: list[list[tuple[int, int, dict]]] = [[] for _ in sizes]
     self._seen = 0
+    self._emitted = 0
     self._skipped: collections.Counter[str] = collections.Counter()
+    weights = np.array([b.weight for b in maker.buckets], np.float64)
+    self._weights = weights / weights.sum()
+
+  def _scheduled(self) -> int:
+    """The bucket of the next batch: a function of (seed, batch count) only."""
+    if len(self._sizes) == 1:
+      return 0
+    rng = np.random.default_rng([self._maker.seed, _SCHEDULE_STREAM, self._emitted])
+    return int(rng.choice(len(self._sizes), p=self._weights))
 
   def __next__(self) -> dict[str, np.ndarray]:
-    while True:
+    s = self._scheduled()
+    while len(self._waiting[s]) < self._sizes[s]:
       position, key = next(self._parent)  # StopIteration: leftovers are dropped
       self._seen += 1
       try:
         b, example = self._maker(position, key)
+        if b != s and len(self._waiting[b]) >= MAX_WAITING_BATCHES * self._sizes[b]:
+          b, example = self._maker(position, key, overflow=s)
       except clips.BadExample as e:
         self._skip(e, key)
         continue
-      waiting = self._waiting[b]
-      waiting.append((position, key, example))
-      if len(waiting) == self._sizes[b]:
-        self._waiting[b] = []
-        return _collate([e for _, _, e in waiting], self._shared_memory)
+      self._waiting[b].append((position, key, example))
+    batch, self._waiting[s] = self._waiting[s][:self._sizes[s]], self._waiting[s][self._sizes[s]:]
+    self._emitted += 1
+    return _collate([e for _, _, e in batch], self._shared_memory)
 
   def _skip(self, error: clips.BadExample, key: int) -> None:
     self._skipped[error.reason] += 1
@@ -177,18 +206,20 @@ class _BucketBatchIterator(grain.DatasetIterator):
         "parent": self._parent.get_state(),
         "waiting": [[[p, k] for p, k, _ in w] for w in self._waiting],
         "seen": self._seen,
+        "emitted": self._emitted,
         "skipped": dict(self._skipped),
     }
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
     self._seen = int(state["seen"])
+    self._emitted = int(state.get("emitted", 0))
     self._skipped = collections.Counter({k: int(v) for k, v in state["skipped"].items()})
     self._waiting = []
     for b, keys in enumerate(state["waiting"]):
       rebuilt = []
       for position, key in keys:
-        got, example = self._maker(int(position), int(key))
+        got, example = self._maker(int(position), int(key), overflow=b)
         assert got == b, f"key {key} moved from bucket {b} to {got} on restore"
         rebuilt.append((int(position), int(key), example))
       self._waiting.append(rebuilt)
@@ -373,3 +404,58 @@ def dataset_from_config(
       process_index=process_index,
       process_count=process_count,
   )
+
+
+def tokenizer_captions(config, split: str, limit: int) -> Iterator[str]:
+  """Up to `limit` valid UTF-8 captions of `split`, cheaply (no video decoding)."""
+  from vidgen.data import video_folder  # pylint: disable=g-import-not-at-top
+
+  kind, _, arg = config.data.source.partition(":")
+  if kind in ("folder", "folder_records"):  # captions.jsonl, without opening videos
+    raw = (e["caption"] for e in video_folder.read_captions(arg))
+  else:
+    source = make_source(config.data, split)
+    raw = (source.caption(source.record(k)) for k in range(min(limit, len(source))))
+  n = 0
+  for c in raw:
+    if isinstance(c, bytes):
+      try:
+        c = c.decode("utf-8")
+      except UnicodeDecodeError:
+        continue
+    if c.strip() and n < limit:
+      n += 1
+      yield c
+
+
+def train_tokenizer(config) -> str:
+  from vidgen.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
+  path = tokenizer_path(config)
+  captions = list(tokenizer_captions(config, config.data.split, config.text.train_captions))
+  if not captions:
+    raise ValueError(f"no usable captions in {config.data.source!r} to train a tokenizer on")
+  tok = tokenizer_lib.train(captions, path, vocab_size=config.text.vocab_size)
+  lengths = [len(tok.encode(c)) for c in captions]
+  bad = sum(tok.decode(tok.encode(c)) != c for c in captions)
+  logging.info("tokenizer %s: vocab %d, trained on %d captions, tokens per caption "
+               "max %d mean %.1f, round-trip failures %d", path, tok.vocab_size,
+               len(captions), max(lengths), float(np.mean(lengths)), bad)
+  return path
+
+
+def ensure_tokenizer(config) -> str:
+  """The tokenizer's path; trains it first (process 0) when it does not exist yet."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  path = tokenizer_path(config)
+  if not os.path.exists(path) and jax.process_index() == 0:
+    logging.info("no tokenizer at %s: training one on the train captions", path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    train_tokenizer(config)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("tokenizer")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"tokenizer {path} missing (the processes must share the data dir)")
+  return path

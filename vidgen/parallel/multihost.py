@@ -1,0 +1,43 @@
+"""Per-host batches -> global arrays, and small cross-host agreements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from vidgen.parallel import mesh as mesh_lib
+from vidgen.parallel import rules as rules_lib
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, rules: rules_lib.Rules,
+                 keys: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
+  """Each host's slice of the batch (leading axis) -> one global jax.Array per key.
+
+  The global batch is the concatenation of the hosts' batches in process
+  order; its leading axis is sharded over the batch mesh axes.
+  """
+  out = {}
+  for k in (keys if keys is not None else local.keys()):
+    x = np.asarray(local[k])
+    if x.dtype == np.int64:
+      x = x.astype(np.int32)
+    sharding = mesh_lib.batch_sharding(mesh, rules, x.ndim)
+    out[k] = jax.make_array_from_process_local_data(sharding, x)
+  return out
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process when `flag` is true on at least one (a collective)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  flags = multihost_utils.process_allgather(np.array([flag], dtype=np.int32))
+  return bool(np.asarray(flags).any())
+
+
+def sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -1,0 +1,1 @@
+"""The trainer: state, optimiser, sharded init, the jitted step, checkpoints, metrics."""
