@@ -35,5 +35,7 @@ setuptools.setup(
         # Peer implementations for parity tests and benchmarks. torch is pinned
         # to the CPU build the development machines carry.
         "interop": ["torch==2.13.0", "diffusers", "transformers"],
+        # Compiling for TPU topologies (vidgen.aot) and running on TPU VMs.
+        "tpu": ["jax[tpu]"],
     },
 )

@@ -16,6 +16,12 @@ Modes (comma separated, run in this order):
              line); Moving Shapes adds DIR/ground_truth.jsonl.
   sheet      run the input pipeline on --split and write <workdir>/contact_sheet.png
              and one mp4 per clip shown, captions decoded from the batch tokens.
+  latents    encode --split with the trained VAE of --vae (default
+             vae.checkpoint) into array_record shards under --out (default
+             <data.data_dir>/latents/<split>), one shard per process, with
+             caption tokens and metadata (vidgen.data.latents); --num clips
+             (default: the whole split; Moving Shapes: data.build_sizes).
+             Needs a config with a `vae` section (configs/shapes/vae.py).
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ from vidgen import app
 from vidgen.data import buckets as buckets_lib
 from vidgen.data import clips, pipeline
 
-MODES = ("build", "tokenizer", "export", "sheet")
+MODES = ("build", "tokenizer", "export", "sheet", "latents")
 
 _MODE = flags.DEFINE_string("mode", "build,tokenizer,sheet", f"Comma-separated of {MODES}.")
 _SPLIT = flags.DEFINE_string("split", None, "Split for export/sheet (default data.eval_split).")
 _OUT = flags.DEFINE_string("out", None, "Output folder of export mode.")
-_NUM = flags.DEFINE_integer("num", 16, "Clips to export / show on the contact sheet.")
+_NUM = flags.DEFINE_integer("num", 16, "Clips to export / show on the contact sheet / encode.")
+_VAE = flags.DEFINE_string("vae", None, "latents: trained VAE workdir (default vae.checkpoint).")
 
 
 def _source_kind(config) -> tuple[str, str]:
@@ -141,6 +148,64 @@ def sheet(config, split: str, workdir: str, num: int) -> str:
   return path
 
 
+def encode_latents(config, split: str, out: str, vae_dir: str, num: int | None) -> dict:
+  """Writes this process's shard of `split` as VAE latents; returns the metadata."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vidgen.data import latents  # pylint: disable=g-import-not-at-top
+  from vidgen.models import vae as vae_lib  # pylint: disable=g-import-not-at-top
+  from vidgen.parallel import mesh as mesh_lib, multihost  # pylint: disable=g-import-not-at-top
+  from vidgen.trainers import loop, vae  # pylint: disable=g-import-not-at-top
+
+  index, count = jax.process_index(), jax.process_count()
+  task = vae.make_task(config)
+  s, params, step = loop.restore_for_inference(config, task, vae_dir)
+  model = vae_lib.vae_from_config(config.vae)
+
+  def encode(p, video):
+    (mean, logvar), _ = model.apply({"params": p["vae"]}, vae.to_float(video), method=model.encode)
+    return mean, logvar
+
+  encode = jax.jit(encode)
+  pipeline.ensure_tokenizer(config)
+  data = pipeline.dataset_from_config(config, split, train=False, num_workers=0,
+                                      process_index=index, process_count=count)
+  writer = latents.LatentWriter(out, index, count)
+  limit = None if num is None else -(-num // count)  # this process's share
+  start = time.time()
+  for local in data:
+    with mesh_lib.activate(s.mesh, s.rules):
+      batch = multihost.global_batch(local, s.mesh, s.rules, ("video",))
+      mean, logvar = (multihost.host_rows(x) for x in encode(params, batch["video"]))
+    for i in range(len(mean)):
+      if limit is not None and writer.count >= limit:
+        break
+      _, t, h, w, _ = local["video"].shape
+      record = {"mean": mean[i], "logvar": logvar[i], "tokens": local["tokens"][i],
+                "token_mask": local["token_mask"][i], "key": local["key"][i],
+                "frames": t, "height": h, "width": w}
+      record.update({k: v[i] for k, v in local.items() if k.startswith("gt_")})
+      writer.add(record)
+    if limit is not None and writer.count >= limit:
+      break
+  writer.close()
+  stats = dict(writer.stats(), count=writer.count)
+  logging.info("encoded %d clips of %r in %.1fs into %s", writer.count, split,
+               time.time() - start, writer.path)
+  keys = sorted(stats)
+  if count > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    gathered = np.asarray(multihost_utils.process_allgather(
+        np.array([stats[k] for k in keys], np.float32))).reshape(count, len(keys))
+    shard_stats = [dict(zip(keys, map(float, row))) for row in gathered]
+  else:
+    shard_stats = [stats]
+  info = {"vae": os.path.abspath(vae_dir), "vae_step": int(step), "split": split,
+          "time_factor": vae_lib.time_factor(model), "space_factor": vae_lib.space_factor(model),
+          "latent_channels": int(config.vae.latent_channels), "source": config.data.source}
+  meta = latents.write_metadata(out, info, shard_stats) if index == 0 else info
+  return meta
+
+
 def main(config, workdir: str | None) -> None:
   modes = [m.strip() for m in _MODE.value.split(",") if m.strip()]
   unknown = sorted(set(modes) - set(MODES))
@@ -161,6 +226,19 @@ def main(config, workdir: str | None) -> None:
       raise UsageError("--mode=sheet needs --workdir")
     print(f"contact sheet: {sheet(config, split, workdir, _NUM.value)}")
     print(f"clips: {os.path.join(workdir, 'clips')}")
+  if "latents" in modes:
+    if "vae" not in config:
+      raise UsageError("--mode=latents needs a config with a `vae` section "
+                       "(e.g. configs/shapes/vae.py)")
+    vae_dir = _VAE.value or config.vae.checkpoint
+    if not vae_dir:
+      raise UsageError("--mode=latents needs --vae=DIR (a trained VAE workdir) or vae.checkpoint")
+    out = _OUT.value or os.path.join(config.data.data_dir, "latents", split)
+    num = _NUM.value if flags.FLAGS["num"].present else None
+    if num is None and config.data.source.partition(":")[0] == "shapes":
+      num = int(config.data.build_sizes[split])  # on-demand Moving Shapes never ends
+    meta = encode_latents(config, split, out, vae_dir, num)
+    print(f"latents of {split!r}: {out} ({json.dumps(meta)})")
 
 
 if __name__ == "__main__":

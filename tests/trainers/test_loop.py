@@ -169,7 +169,7 @@ def test_sigterm_saves_and_a_resume_is_bit_identical(tmp_path, data_dir):
   parts = tmp_path / "parts"
   first = loop.train(_config(data_dir, steps=8), str(parts), toy.make_task(),
                      data_factory=_StopAfter(3))
-  assert first.stopped_early and first.step == 3
+  assert first.stopped_early and first.preempted and first.step == 3
   assert ckpt_lib.Checkpointer(str(parts / "checkpoints")).latest_step() == 3
   second = loop.train(_config(data_dir, steps=8), str(parts), toy.make_task())
   assert second.step == 8 and not second.stopped_early

@@ -41,3 +41,25 @@ def any_process(flag: bool) -> bool:
 def sync(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def host_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array (the inverse of `global_batch`)."""
+  if jax.process_count() == 1:
+    return np.asarray(array)
+  rows = {}
+  for shard in array.addressable_shards:
+    start = shard.index[0].start or 0
+    if start not in rows:  # replicas along other mesh axes hold the same rows
+      rows[start] = np.asarray(shard.data)
+  return np.concatenate([rows[k] for k in sorted(rows)])
+
+
+def sum_over_processes(values: Mapping[str, float]) -> dict[str, float]:
+  """Sums a dict of floats over all processes (every process gets the sums)."""
+  if jax.process_count() == 1:
+    return dict(values)
+  keys = sorted(values)
+  local = np.array([values[k] for k in keys], np.float64)
+  gathered = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, len(keys))
+  return dict(zip(keys, gathered.sum(0).tolist()))

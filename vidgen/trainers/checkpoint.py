@@ -177,12 +177,40 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], restored.get("data") if "data" in items else None
 
+  def restore_params(self, step: int, abstract_params: Any, *, prefer_ema: bool = True
+                     ) -> tuple[Any, str]:
+    """(params, "ema_params" or "params") at `step`: only what inference needs.
+
+    Reads the EMA copy when the checkpoint has one (and `prefer_ema`), and only
+    the subtrees `abstract_params` names: no optimiser state, and parts of the
+    training setup the caller leaves out (a GAN discriminator, say) stay on disk.
+    """
+    saved = self.saved_structure(step)
+    key = "ema_params" if prefer_ema and saved.get("ema_params") is not None else "params"
+    check_compatible(_subtree_like(saved[key], abstract_params), abstract_params)
+    item = {key: abstract_params}
+    restore_args = jax.tree.map(
+        lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+        item)
+    path = epath.Path(self.directory) / str(step) / "state"
+    with ocp.PyTreeCheckpointer() as reader:
+      restored = reader.restore(path, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=restore_args, partial_restore=True))
+    return restored[key], key
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _subtree_like(saved: Any, want: Any) -> Any:
+  """The part of a saved (nested dict) tree that `want`'s top-level keys name."""
+  if isinstance(want, dict) and isinstance(saved, dict):
+    return {k: saved[k] for k in want if k in saved}
+  return saved
 
 
 def abstract_like(state: Any) -> Any:

@@ -144,6 +144,12 @@ def _base_rng(config) -> jax.Array:
   return jax.random.key(config.seed)
 
 
+def _init_rng(config) -> jax.Array:
+  # rbg keys: the same quality for initialisers, and init of a model with
+  # many parameters compiles several times faster than with threefry on CPU.
+  return jax.random.key(config.seed, impl="rbg")
+
+
 def batch_shardings(s: Setup, example: Mapping[str, np.ndarray], keys) -> dict:
   return {k: mesh_lib.batch_sharding(s.mesh, s.rules, np.ndim(example[k])) for k in keys}
 
@@ -197,9 +203,10 @@ def restore_for_inference(config, task: Task, directory: str, step: int | None =
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
-  state, _ = ckpt.restore(step, s.abstract, with_data=False)
+  params, which = ckpt.restore_params(step, s.abstract.params)
   ckpt.close()
-  return s, state.eval_params(), step
+  logging.info("restored %s of step %d from %s", which, step, ckpt.directory)
+  return s, params, step
 
 
 # ---------------------------------------------------------------------------
@@ -234,9 +241,10 @@ class _StopSignal:
 @dataclasses.dataclass
 class Result:
   step: int
-  stopped_early: bool
+  stopped_early: bool  # by SIGTERM or the time limit, with a checkpoint
   eval: dict[str, float]
   skipped: int
+  preempted: bool = False  # stopped by SIGTERM
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:
@@ -287,7 +295,7 @@ def train(config, workdir: str, task: Task, *,
       data_iter.set_state(data_state)
     logging.info("resumed from step %d of %s", latest, ckpt.directory)
   else:
-    state = init_state(s, _base_rng(config))
+    state = init_state(s, _init_rng(config))
   step = int(jax.device_get(state.step))
   rng = jax.random.fold_in(_base_rng(config), 1)
   eval_rng = jax.random.fold_in(_base_rng(config), 2)
@@ -300,7 +308,7 @@ def train(config, workdir: str, task: Task, *,
   steps: dict[tuple, Callable] = {}
   window: list[dict] = []
   skip_run = 0
-  stopped_early = False
+  stopped_early = preempted = False
   eval_metrics: dict[str, float] = {}
   started = time.perf_counter()
 
@@ -354,7 +362,7 @@ def train(config, workdir: str, task: Task, *,
           stopped_early = True
       if (stop.requested if process_count == 1 else
           (step % t.log_every == 0 and multihost.any_process(stop.requested))):
-        stopped_early = True
+        stopped_early = preempted = True
       if t.picture_every and (step % t.picture_every == 0 or last) and task.pictures:
         for name, image in task.pictures(state.eval_params(), local, eval_rng).items():
           writer.picture(step, name, image)
@@ -370,4 +378,4 @@ def train(config, workdir: str, task: Task, *,
     ckpt.close()
     writer.close()
   return Result(step=step, stopped_early=stopped_early, eval=eval_metrics,
-                skipped=int(jax.device_get(state.skipped)))
+                skipped=int(jax.device_get(state.skipped)), preempted=preempted)
