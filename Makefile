@@ -28,18 +28,26 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# Until the DiT lands, the main job prepares Moving Shapes (array_record splits
-# and the tokenizer) and draws clips from the input pipeline.
+# Until the DiT lands, the main job prepares Moving Shapes, trains the stage-1
+# VAE for DEMO_MINUTES and evaluates it.
+DEMO_MINUTES ?= 5
 demo: install
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.prepare --config=configs/shapes/data.py \
 	  --workdir=$(DEMO_DIR) --mode=build,tokenizer,sheet --num=12
-	@echo "demo output: $(DEMO_DIR)/contact_sheet.png and $(DEMO_DIR)/clips/"
+	JAX_PLATFORMS=cpu $(PY) -m vidgen.train \
+	  --config=configs/shapes/vae.py:minutes=$(DEMO_MINUTES),steps=$$(( $(DEMO_MINUTES) * 60 )) \
+	  --workdir=$(DEMO_DIR)/vae
+	JAX_PLATFORMS=cpu $(PY) -m vidgen.evaluate --config=configs/shapes/vae.py \
+	  --workdir=$(DEMO_DIR)/vae --config.data.buckets=17x64x64:8
+	@echo "demo output: $(DEMO_DIR)/contact_sheet.png, $(DEMO_DIR)/clips/,"
+	@echo "  $(DEMO_DIR)/vae/pictures/ and $(DEMO_DIR)/vae/eval/vae_test.png"
 
 test: install-test
 	JAX_PLATFORMS=cpu $(PY) -m pytest -n 2 $(PYTEST_ARGS) tests
 
-bench: install
+bench: install-test
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.data
+	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.vae
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
