@@ -34,22 +34,9 @@ process as SIGTERM (the trainer checkpoints and stops); a second one kills them.
 EOF
 }
 
-die() { echo "local.sh: $*" >&2; echo "Try 'launch/local.sh --help'." >&2; exit 2; }
+SCRIPT=local.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Shell-quotes one word into REPLY (the same rules as Python's shlex.quote).
-quote() {
-  local s=$1
-  if [[ -z $s ]]; then REPLY="''"
-  elif [[ $s =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then REPLY=$s
-  else REPLY="'${s//\'/\'\"\'\"\'}'"
-  fi
-}
-quote_all() {
-  local out="" w
-  for w in "$@"; do quote "$w"; out+="${out:+ }$REPLY"; done
-  REPLY=$out
-}
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
 num="" port="" devices="" grace=60 dry_run=0
 cmd=()

@@ -47,22 +47,9 @@ command resumes from the latest checkpoint in the workdir.
 EOF
 }
 
-die() { echo "tpu_pod.sh: $*" >&2; echo "Try 'launch/tpu_pod.sh --help'." >&2; exit 2; }
-warn() { echo "tpu_pod.sh: warning: $*" >&2; }
+SCRIPT=tpu_pod.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Shell-quotes one word into REPLY (the same rules as Python's shlex.quote).
-quote() {
-  local s=$1
-  if [[ -z $s ]]; then REPLY="''"
-  elif [[ $s =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then REPLY=$s
-  else REPLY="'${s//\'/\'\"\'\"\'}'"
-  fi
-}
-quote_all() {
-  local out="" w
-  for w in "$@"; do quote "$w"; out+="${out:+ }$REPLY"; done
-  REPLY=$out
-}
 
 tpu="" zone="" project="" workdir="" setup=0 repo_url="" ref="HEAD" remote_dir="vidgen"
 python_version="3.11" detach=0 stop=0 dry_run=0

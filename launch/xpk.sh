@@ -42,23 +42,9 @@ The workdir must be on GCS (gs://...): pods come and go, the bucket stays.
 EOF
 }
 
-die() { echo "xpk.sh: $*" >&2; echo "Try 'launch/xpk.sh --help'." >&2; exit 2; }
-warn() { echo "xpk.sh: warning: $*" >&2; }
+SCRIPT=xpk.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Shell-quotes one word into REPLY (the same rules as Python's shlex.quote).
-quote() {
-  local s=$1
-  if [[ -z $s ]]; then REPLY="''"
-  elif [[ $s =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then REPLY=$s
-  else REPLY="'${s//\'/\'\"\'\"\'}'"
-  fi
-}
-quote_all() {
-  local out="" w
-  for w in "$@"; do quote "$w"; out+="${out:+ }$REPLY"; done
-  REPLY=$out
-}
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
 cluster="" workload="" tpu_type="" num_slices=1 docker_image="" base_image="python:3.11"
 project="" zone="" max_restarts=3 grace="" dry_run=0
