@@ -199,6 +199,13 @@ def test_kill_9_during_async_saves_leaves_a_usable_checkpoint(tmp_path, data_dir
   code, out, err = _run_toy(work, data_dir, latest + 2)
   assert code == 0, err[-3000:]
   assert _last_json(out)["step"] == latest + 2
+  # The killed-and-resumed run saw the same batches and losses as a straight one.
+  straight = tmp_path / "straight"
+  code, out, err = _run_toy(straight, data_dir, latest + 2)
+  assert code == 0, err[-3000:]
+  resumed = _losses(work)
+  for step, value in _losses(straight).items():
+    assert resumed[step] == value, step
 
 
 def test_8_devices_match_1_device_and_restore_onto_2_devices(tmp_path, data_dir):
