@@ -31,11 +31,12 @@ install-test: $(VENV)/.installed-test
 # Until the DiT lands, the main job prepares Moving Shapes, trains the stage-1
 # VAE for DEMO_MINUTES and evaluates it.
 DEMO_MINUTES ?= 5
+DEMO_STEPS ?= 650
 demo: install
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.prepare --config=configs/shapes/data.py \
 	  --workdir=$(DEMO_DIR) --mode=build,tokenizer,sheet --num=12
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.train \
-	  --config=configs/shapes/vae.py:minutes=$(DEMO_MINUTES),steps=$$(( $(DEMO_MINUTES) * 60 )) \
+	  --config=configs/shapes/vae.py:minutes=$(DEMO_MINUTES),steps=$(DEMO_STEPS) \
 	  --workdir=$(DEMO_DIR)/vae
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.evaluate --config=configs/shapes/vae.py \
 	  --workdir=$(DEMO_DIR)/vae --config.data.buckets=17x64x64:8
