@@ -31,7 +31,7 @@ install-test: $(VENV)/.installed-test
 # Until the DiT lands, the main job prepares Moving Shapes, trains the stage-1
 # VAE for DEMO_MINUTES and evaluates it.
 DEMO_MINUTES ?= 5
-DEMO_STEPS ?= 650
+DEMO_STEPS ?= 1300
 demo: install
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.prepare --config=configs/shapes/data.py \
 	  --workdir=$(DEMO_DIR) --mode=build,tokenizer,sheet --num=12

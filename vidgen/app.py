@@ -96,8 +96,12 @@ def _setup_logging(workdir: str | None, index: int) -> None:
 
 
 def run(main: Callable[[configlib.ConfigDict, str | None], None], *,
-        workdir_required: bool = True) -> None:
-  """Parses flags and runs `main(config, workdir)`; use as `app.run(main)` in `__main__`."""
+        workdir_required: bool = True, config_file: str = "config.json") -> None:
+  """Parses flags and runs `main(config, workdir)`; use as `app.run(main)` in `__main__`.
+
+  `config_file`: where in the workdir the resolved config is saved (tools that
+  work in another tool's workdir, like evaluate, keep the trainer's).
+  """
 
   def _main(argv):
     if len(argv) > 1:
@@ -123,8 +127,9 @@ def run(main: Callable[[configlib.ConfigDict, str | None], None], *,
     print(f"resolved config ({config_flags.get_config_filename(flags.FLAGS['config'])}):\n{text}",
           file=sys.stderr, flush=True)
     if workdir and index == 0:
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, "config.json"), "w") as f:
+      path = os.path.join(workdir, config_file)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "w") as f:
         f.write(text + "\n")
     main(config, workdir)
 

@@ -109,4 +109,4 @@ def main(config, workdir):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, config_file="eval/config.json")

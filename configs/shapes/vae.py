@@ -23,7 +23,7 @@ from vidgen import configlib
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, smoke=False, minutes=0.0, steps=2_800, disc=False, workers=1)
+  arg = configlib.parse_arg(arg, smoke=False, minutes=0.0, steps=5_600, disc=False, workers=1)
   config = configlib.base_config()
   config.task = "vae"
   config.mesh = configlib.mesh_config()
@@ -36,12 +36,12 @@ def get_config(arg=None):
   d.data_dir = "data/shapes"
   d.shapes.num_objects = 1
   d.shapes.holdout = (("red", "triangle"), ("cyan", "circle"))  # as configs/shapes/data.py
-  d.buckets = "9x64x64:4@3,1x64x64:8@1"
+  d.buckets = "9x64x64:2@3,1x64x64:4@1"  # small batches: more steps in the budget
   d.num_workers = arg.workers
 
   o = config.optim
-  o.lr = 1.5e-3
-  o.warmup_steps = 200
+  o.lr = 2e-3
+  o.warmup_steps = 300
   o.schedule = "cosine"
   o.end_lr_factor = 0.05
   o.clip_norm = 1.0
@@ -49,11 +49,11 @@ def get_config(arg=None):
   t = config.train
   t.steps = arg.steps
   t.time_limit_minutes = arg.minutes
-  t.log_every = 100
-  t.picture_every = 700
-  t.eval_every = 700
+  t.log_every = 200
+  t.picture_every = 1_400
+  t.eval_every = 1_400
   t.eval_batches = 8
-  t.checkpoint_every = 700
+  t.checkpoint_every = 1_400
 
   v = config.vae
   v.patch = (1, 4, 4)
@@ -76,7 +76,7 @@ def get_config(arg=None):
     o.warmup_steps = 2
     v.patch = (1, 2, 2)
     v.down = ((2, 2), (2, 2))
-    t.steps = arg.steps if arg.steps != 2_800 else 4
+    t.steps = arg.steps if arg.steps != 5_600 else 4
     t.log_every = 2
     t.picture_every = 2
     t.eval_every = 0

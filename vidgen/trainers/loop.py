@@ -174,10 +174,14 @@ def compile_eval_step(s: Setup, task: Task, example_batch) -> Callable:
 
 
 def evaluate(s: Setup, task: Task, params: Any, batches: Iterator[Mapping[str, np.ndarray]],
-             rng: jax.Array, max_batches: int | None = None) -> dict[str, float]:
-  """Metric means over up to `max_batches` batches (all when None)."""
+             rng: jax.Array, max_batches: int | None = None,
+             compiled: dict[tuple, Callable] | None = None) -> dict[str, float]:
+  """Metric means over up to `max_batches` batches (all when None).
+
+  `compiled` keeps the jitted eval steps (one per batch shape) between calls.
+  """
   totals: dict[str, float] = {}
-  steps: dict[tuple, Callable] = {}
+  steps = {} if compiled is None else compiled
   for i, local in enumerate(batches):
     if max_batches is not None and i >= max_batches:
       break
@@ -306,6 +310,7 @@ def train(config, workdir: str, task: Task, *,
   stop = _StopSignal()
   stop.install()
   steps: dict[tuple, Callable] = {}
+  eval_steps: dict[tuple, Callable] = {}
   window: list[dict] = []
   skip_run = 0
   stopped_early = preempted = False
@@ -316,7 +321,7 @@ def train(config, workdir: str, task: Task, *,
     nonlocal eval_metrics
     batches = iter(make_data(config, train=False, num_workers=0,
                              process_index=process_index, process_count=process_count))
-    eval_metrics = evaluate(s, task, params, batches, eval_rng, t.eval_batches)
+    eval_metrics = evaluate(s, task, params, batches, eval_rng, t.eval_batches, eval_steps)
     writer.scalars(step, eval_metrics, prefix="eval")
     metrics_lib.log(f"eval at step {step}: " + ", ".join(
         f"{k} {v:.4g}" for k, v in eval_metrics.items()))
