@@ -169,6 +169,22 @@ class GroupNorm(nn.Module):
 # Causal convolution.
 
 
+def factorized_kernels(module: nn.Module, kernel: tuple[int, int, int], c: int,
+                       features: int) -> tuple[Array, Array]:
+  """The parameters of a (2+1)D convolution, declared on `module`.
+
+  Returns (spatial (kh, kw, c, features), temporal (kt, features, features)).
+  """
+  kt, kh, kw = kernel
+  spatial = module.param(
+      "spatial_kernel", partitioned(default_init, None, None, axes.CONV_IN, axes.CONV_OUT),
+      (kh, kw, c, features), module.param_dtype)
+  temporal = module.param(
+      "temporal_kernel", partitioned(default_init, None, axes.CONV_IN, axes.CONV_OUT),
+      (kt, features, features), module.param_dtype)
+  return spatial, temporal
+
+
 def _causal_pad(x: Array, cache: Array | None, frames: int) -> Array:
   """Prepends `frames` past frames: the cache, or the first frame repeated at the start."""
   if cache is None:
@@ -228,12 +244,7 @@ class CausalConv3d(nn.Module):
       y = sum(conv2d_frames(xp[:, i:i + t], kernel[i]) for i in range(kt))
       return y + bias, _last_frames(xp, kt - 1)
     if self.mode == "2+1d":
-      spatial = self.param(
-          "spatial_kernel", partitioned(default_init, None, None, axes.CONV_IN, axes.CONV_OUT),
-          (kh, kw, c, self.features), self.param_dtype)
-      temporal = self.param(
-          "temporal_kernel", partitioned(default_init, None, axes.CONV_IN, axes.CONV_OUT),
-          (kt, self.features, self.features), self.param_dtype)
+      spatial, temporal = factorized_kernels(self, self.kernel, c, self.features)
       x, spatial, temporal, bias = nn.dtypes.promote_dtype(
           x, spatial, temporal, bias, dtype=self.dtype)
       y = conv2d_frames(x, spatial)  # (B, T, H, W, D)

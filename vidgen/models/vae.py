@@ -482,12 +482,7 @@ class StridedConv(nn.Module):
     """x (B, T, H, W, C) -> (B, ceil(T / 2), ceil(H / 2), ceil(W / 2), features)"""
     kt, kh, kw = self.kernel
     c, t = x.shape[-1], x.shape[1]
-    spatial = self.param(
-        "spatial_kernel", partitioned(default_init, None, None, axes.CONV_IN, axes.CONV_OUT),
-        (kh, kw, c, self.features), self.param_dtype)
-    temporal = self.param(
-        "temporal_kernel", partitioned(default_init, None, axes.CONV_IN, axes.CONV_OUT),
-        (kt, self.features, self.features), self.param_dtype)
+    spatial, temporal = layers.factorized_kernels(self, self.kernel, c, self.features)
     bias = self.param("bias", partitioned(zeros_init, axes.CONV_OUT), (self.features,),
                       self.param_dtype)
     x, spatial, temporal, bias = nn.dtypes.promote_dtype(

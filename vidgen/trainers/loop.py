@@ -371,7 +371,10 @@ def train(config, workdir: str, task: Task, *,
       if t.picture_every and (step % t.picture_every == 0 or last) and task.pictures:
         for name, image in task.pictures(state.eval_params(), local, eval_rng).items():
           writer.picture(step, name, image)
-      if (t.eval_every and step % t.eval_every == 0) or last or stopped_early:
+      # A preempted job saves and leaves at once (its grace period is short);
+      # the time limit and the last step evaluate first.
+      if (t.eval_every and step % t.eval_every == 0) or last or (
+          stopped_early and not preempted):
         run_eval(state.eval_params())
       if ckpt.should_save(step) or last or stopped_early:
         ckpt.save(step, state, data_iter.get_state())
