@@ -230,10 +230,10 @@ def test_image_path(two_plus_one):
   s = two_plus_one
   params = nn.unbox(s.params)
   # The programs of the first chunk of size 1 in `test_chunked_equals_whole`.
-  (mean, _), _ = vae_lib._encode_step(s.model, params, s.video[:, :1], None)
+  (mean, _), _ = vae_lib.encode_step(s.model, params, s.video[:, :1], None)
   chex.assert_shape(mean, (4, 1, 2, 2, 4))
   np.testing.assert_allclose(mean, s.mean[:, :1], atol=1e-5)
-  video, _ = vae_lib._decode_step(s.model, params, mean, None)
+  video, _ = vae_lib.decode_step(s.model, params, mean, None)
   chex.assert_shape(video, (4, 1, HW, HW, 3))
   np.testing.assert_allclose(video, s.decode(jnp.asarray(s.mean))[:, :1], atol=1e-5)
 

@@ -392,13 +392,13 @@ def memory_child(spec: str) -> dict:
   if op == "decode":
     x = jax.device_put(rng.standard_normal((b, lt, lh, lw, lc), np.float32))
     first, later = (b, min(chunk, lt), lh, lw, lc), (b, chunk, lh, lw, lc)
-    step, more = vae_lib._decode_step, lt > chunk  # pylint: disable=protected-access
+    step, more = vae_lib.decode_step, lt > chunk
     chunked = lambda v: vae_lib.decode_chunked(model, params, v, chunk)
     method = vae_lib.VideoVAE.decode
   else:
     x = jax.device_put(rng.uniform(-1, 1, (b, t, s, s, 3)).astype(np.float32))
     first, later = (b, min(t, 1 + (chunk - 1) * tf), s, s, 3), (b, chunk * tf, s, s, 3)
-    step, more = vae_lib._encode_step, t > first[1]  # pylint: disable=protected-access
+    step, more = vae_lib.encode_step, t > first[1]
     chunked = lambda v: vae_lib.encode_chunked(model, params, v, chunk)[0]
     method = vae_lib.VideoVAE.encode
   if mode == "chunked":

@@ -380,12 +380,14 @@ def init_params(model: VideoVAE, rng: Array, shape: tuple[int, ...] | None = Non
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode_step(model: VideoVAE, params: Any, video: Array, cache: Any):
+def encode_step(model: VideoVAE, params: Any, video: Array, cache: Any):
+  """One jitted encode chunk: (video, cache or None at the start) -> ((mean, logvar), cache)."""
   return model.apply({"params": params}, video, cache, method=VideoVAE.encode)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_step(model: VideoVAE, params: Any, z: Array, cache: Any):
+def decode_step(model: VideoVAE, params: Any, z: Array, cache: Any):
+  """One jitted decode chunk: (latents, cache or None at the start) -> (video, cache)."""
   return model.apply({"params": params}, z, cache, method=VideoVAE.decode)
 
 
@@ -417,13 +419,13 @@ def encode_chunked(model: VideoVAE, params: Any, video: Array,
   check_clip_shape(model, t, h, w)
   total = 1 + (t - 1) // tf
   first = 1 + (chunk_frames - 1) * tf
-  (mean, logvar), cache = _encode_step(model, params, video[:, :first], None)
+  (mean, logvar), cache = encode_step(model, params, video[:, :first], None)
   means, logvars = [mean], [logvar]
   done = mean.shape[1]
   start = first
   while done < total:
     chunk = _pad_end(video[:, start:start + chunk_frames * tf], chunk_frames * tf)
-    (mean, logvar), cache = _encode_step(model, params, chunk, cache)
+    (mean, logvar), cache = encode_step(model, params, chunk, cache)
     keep = min(chunk_frames, total - done)
     means.append(mean[:, :keep])
     logvars.append(logvar[:, :keep])
@@ -443,12 +445,12 @@ def decode_chunked(model: VideoVAE, params: Any, z: Array, chunk_frames: int) ->
   params = meta.unbox(params)
   tf = time_factor(model)
   total = z.shape[1]
-  video, cache = _decode_step(model, params, z[:, :chunk_frames], None)
+  video, cache = decode_step(model, params, z[:, :chunk_frames], None)
   pieces = [video]
   done = min(chunk_frames, total)
   while done < total:
     chunk = _pad_end(z[:, done:done + chunk_frames], chunk_frames)
-    video, cache = _decode_step(model, params, chunk, cache)
+    video, cache = decode_step(model, params, chunk, cache)
     keep = min(chunk_frames, total - done)
     pieces.append(video[:, :keep * tf])
     done += keep
