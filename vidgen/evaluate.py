@@ -46,6 +46,7 @@ def evaluate_vae(config, directory: str, split: str, step: int | None = None,
       config, split, train=False, num_workers=0,
       process_index=jax.process_index(), process_count=jax.process_count())
   recon_fn = jax.jit(vae.reconstructor(config))
+  psnr_fn, ssim_fn = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
   totals: dict[str, float] = {}
   picture = None
   is_shapes = config.data.source.partition(":")[0] in ("shapes", "shapes_records")
@@ -58,9 +59,9 @@ def evaluate_vae(config, directory: str, split: str, step: int | None = None,
     video = np.asarray(local["video"])
     n = len(video)
     totals["count"] = totals.get("count", 0) + n
-    clip_psnr = np.minimum(np.asarray(metrics.psnr(video, recon)), metrics.PSNR_CAP)
+    clip_psnr = np.minimum(np.asarray(psnr_fn(video, recon)), metrics.PSNR_CAP)
     totals["psnr"] = totals.get("psnr", 0.0) + float(clip_psnr.sum())
-    totals["ssim"] = totals.get("ssim", 0.0) + float(np.asarray(metrics.ssim(video, recon)).sum())
+    totals["ssim"] = totals.get("ssim", 0.0) + float(np.asarray(ssim_fn(video, recon)).sum())
     if is_shapes:
       acc = shapes.attribute_accuracy(recon, local)
       objects = acc["num_objects"]

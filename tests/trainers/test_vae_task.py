@@ -86,6 +86,16 @@ def test_latents_mode_writes_readable_records_with_metadata(trained):
     assert r["tokens"].shape == (config.text.max_len,) and "gt_color" in r
 
 
+def test_evaluate_and_latents_without_a_trained_model_fail_clearly(tmp_path):
+  common = [f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.num_workers=0"]
+  result = _run("vidgen.evaluate", f"--config={CONFIG}:smoke", f"--workdir={tmp_path / 'empty'}",
+                *common, cwd=tmp_path)
+  assert result.returncode != 0 and "no checkpoint in" in result.stderr
+  result = _run("vidgen.prepare", f"--config={CONFIG}:smoke", "--mode=latents", *common,
+                cwd=tmp_path)
+  assert result.returncode != 0 and "--mode=latents needs --vae=DIR" in result.stderr
+
+
 def test_a_gan_step_only_counts_once_the_discriminator_starts():
   config = configlib.load(f"{CONFIG}:smoke,disc")
   task = vae_task.make_task(config)
