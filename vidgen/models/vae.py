@@ -31,7 +31,6 @@ import math
 from typing import Any, ClassVar
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 from flax.core import meta
@@ -116,29 +115,6 @@ def sample(mean: Array, logvar: Array, rng: Array) -> Array:
   eps = jax.random.normal(rng, mean.shape, jnp.float32)
   std = jnp.exp(0.5 * logvar.astype(jnp.float32))
   return (mean.astype(jnp.float32) + std * eps).astype(mean.dtype)
-
-
-@flax.struct.dataclass
-class DiagonalGaussian:
-  """The encoder's posterior, a diagonal Gaussian over latents.
-
-  Attributes:
-    mean: (B, T, H, W, C).
-    logvar: (B, T, H, W, C), clipped to LOGVAR_RANGE by the encoder.
-  """
-
-  mean: Array
-  logvar: Array
-
-  def sample(self, rng: Array) -> Array:
-    return sample(self.mean, self.logvar, rng)
-
-  def mode(self) -> Array:
-    return self.mean
-
-  def kl(self) -> Array:
-    """Sum over latent elements per example, (B,)."""
-    return kl(self.mean, self.logvar)
 
 
 _sample = sample  # `VideoVAE.__call__` has an argument named `sample`

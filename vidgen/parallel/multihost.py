@@ -38,10 +38,6 @@ def any_process(flag: bool) -> bool:
   return bool(np.asarray(flags).any())
 
 
-def sync(name: str) -> None:
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
-
 
 def host_rows(array: jax.Array) -> np.ndarray:
   """This process's rows of a batch-sharded global array (the inverse of `global_batch`)."""

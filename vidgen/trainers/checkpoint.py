@@ -20,7 +20,6 @@ import re
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -145,9 +144,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self.manager.all_steps())
-
   def should_save(self, step: int) -> bool:
     return step % self.every == 0
 
@@ -211,10 +207,3 @@ def _subtree_like(saved: Any, want: Any) -> Any:
   if isinstance(want, dict) and isinstance(saved, dict):
     return {k: saved[k] for k in want if k in saved}
   return saved
-
-
-def abstract_like(state: Any) -> Any:
-  """ShapeDtypeStructs with the shardings of `state` (a concrete or abstract tree)."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)),
-      state)

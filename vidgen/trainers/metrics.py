@@ -81,7 +81,6 @@ class Progress:
     self._t0 = time.perf_counter()
     self._step0 = first_step
     self._clips = 0
-    self.start = self._t0
 
   def add_clips(self, n: int) -> None:
     self._clips += n
