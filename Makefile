@@ -28,20 +28,50 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# Until the DiT lands, the main job prepares Moving Shapes, trains the stage-1
-# VAE for DEMO_MINUTES and evaluates it.
-DEMO_MINUTES ?= 5
-DEMO_STEPS ?= 1300
+# The main job on a fresh machine: build Moving Shapes and its tokenizer, train
+# the VAE, cache its latents, train the DiT and generate a video per prompt
+# (test-split captions and held-out compositions), checked from the pixels.
+# QUICK=1 gives a first look in under 10 minutes (short runs, few prompts).
+ifeq ($(QUICK),1)
+VAE_MINUTES ?= 2
+VAE_STEPS ?= 500
+DIT_MINUTES ?= 3
+DIT_STEPS ?= 1200
+LATENTS ?= 800
+PROMPTS ?= 8
+else
+VAE_MINUTES ?= 12
+VAE_STEPS ?= 3300
+DIT_MINUTES ?= 18
+DIT_STEPS ?= 6000
+LATENTS ?= 4000
+PROMPTS ?= 48
+endif
+DATA_DIR := $(DEMO_DIR)/data
+RUN := JAX_PLATFORMS=cpu $(PY) -m
+DIT := configs/shapes/dit.py:vae=$(DEMO_DIR)/vae,latents=$(DEMO_DIR)/latents
 demo: install
-	JAX_PLATFORMS=cpu $(PY) -m vidgen.prepare --config=configs/shapes/data.py \
-	  --workdir=$(DEMO_DIR) --mode=build,tokenizer,sheet --num=12
-	JAX_PLATFORMS=cpu $(PY) -m vidgen.train \
-	  --config=configs/shapes/vae.py:minutes=$(DEMO_MINUTES),steps=$(DEMO_STEPS) \
-	  --workdir=$(DEMO_DIR)/vae
-	JAX_PLATFORMS=cpu $(PY) -m vidgen.evaluate --config=configs/shapes/vae.py \
-	  --workdir=$(DEMO_DIR)/vae --config.data.buckets=17x64x64:8
-	@echo "demo output: $(DEMO_DIR)/contact_sheet.png, $(DEMO_DIR)/clips/,"
-	@echo "  $(DEMO_DIR)/vae/pictures/ and $(DEMO_DIR)/vae/eval/vae_test.png"
+	$(RUN) vidgen.prepare --config=configs/shapes/data.py --workdir=$(DEMO_DIR) \
+	  --mode=build,tokenizer,sheet --num=12 --config.data.data_dir=$(DATA_DIR)
+	$(RUN) vidgen.train --config=configs/shapes/vae.py:minutes=$(VAE_MINUTES),steps=$(VAE_STEPS) \
+	  --workdir=$(DEMO_DIR)/vae --config.data.data_dir=$(DATA_DIR)
+	$(RUN) vidgen.prepare --config=$(DIT) --mode=latents --split=train --num=$(LATENTS) \
+	  --out=$(DEMO_DIR)/latents/train --config.data.data_dir=$(DATA_DIR)
+	$(RUN) vidgen.prepare --config=$(DIT) --mode=latents --split=test --num=64 \
+	  --out=$(DEMO_DIR)/latents/test --config.data.data_dir=$(DATA_DIR)
+	$(RUN) vidgen.train --config=$(DIT),minutes=$(DIT_MINUTES),steps=$(DIT_STEPS) \
+	  --workdir=$(DEMO_DIR)/dit --config.data.data_dir=$(DATA_DIR)
+	$(RUN) vidgen.prepare --config=$(DIT) --mode=prompts --split=test --num=$(PROMPTS) \
+	  --out=$(DEMO_DIR)/prompts_test.txt --config.data.data_dir=$(DATA_DIR)
+	$(RUN) vidgen.prepare --config=$(DIT) --mode=prompts --split=holdout --num=$(PROMPTS) \
+	  --out=$(DEMO_DIR)/prompts_holdout.txt --config.data.data_dir=$(DATA_DIR)
+	cat $(DEMO_DIR)/prompts_test.txt $(DEMO_DIR)/prompts_holdout.txt > $(DEMO_DIR)/prompts.txt
+	$(RUN) vidgen.sample --config=$(DIT) --workdir=$(DEMO_DIR)/dit \
+	  --prompts=$(DEMO_DIR)/prompts.txt --out=$(DEMO_DIR)/samples --check_shapes \
+	  --config.data.data_dir=$(DATA_DIR)
+	@echo "demo output: $(DEMO_DIR)/samples/ (index.html, contact_sheet.png, samples.jsonl,"
+	@echo "  accuracy.json, one mp4 per prompt); training pictures in $(DEMO_DIR)/vae/pictures/"
+	@echo "  and $(DEMO_DIR)/dit/pictures/; data contact sheet $(DEMO_DIR)/contact_sheet.png"
 
 test: install-test
 	JAX_PLATFORMS=cpu $(PY) -m pytest -n 2 $(PYTEST_ARGS) tests
@@ -49,6 +79,7 @@ test: install-test
 bench: install-test
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.data
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.vae
+	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.flops
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -93,5 +93,5 @@ def test_variants_table(name, width, patch):
 
 
 def test_unknown_variant_lists_the_known_ones():
-  with pytest.raises(configlib.ConfigError, match="tiny, S, B, L, XL"):
+  with pytest.raises(configlib.ConfigError, match="tiny, mini, S, B, L, XL"):
     configlib.parse_variant("M/2")

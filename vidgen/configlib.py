@@ -100,6 +100,7 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "tiny": Variant(width=64, depth=2, heads=2),
+    "mini": Variant(width=128, depth=4, heads=4),  # the 2-core CPU demo
     "S": Variant(width=384, depth=12, heads=6),
     "B": Variant(width=768, depth=12, heads=12),
     "L": Variant(width=1024, depth=24, heads=16),
@@ -168,6 +169,10 @@ def text_config() -> ConfigDict:
       max_len=32,
       vocab_size=512,
       train_captions=20_000,  # captions the tokenizer is trained on
+      # The text encoder (vidgen/text/encoder.py) over the tokens.
+      encoder=dict(width=128, depth=2, heads=4, mlp_ratio=4.0,
+                   trainable=True,  # False: frozen (its params get no updates)
+                   checkpoint=""),  # a workdir whose params['text'] seed the encoder
   ))
 
 
@@ -238,6 +243,56 @@ def vae_config() -> ConfigDict:
   ))
 
 
+def dit_config() -> ConfigDict:
+  """The `dit` section: the Video DiT and where its latents come from.
+
+  Sizes come from `variant` (configlib.VARIANTS, `NAME/P` or `NAME/PtxPhxPw`
+  for the patch). Position tables are in latent patches: a clip of T' x H' x W'
+  latents with patch (pt, ph, pw) needs max_frames >= T'/pt, and so on.
+  """
+  return ConfigDict(dict(
+      variant="tiny",
+      max_frames=16,
+      max_height=32,
+      max_width=32,
+      temporal="causal",  # causal (a frame sees earlier frames and every known frame) | full
+      qk_norm=True,  # RMSNorm on queries and keys (stable attention logits)
+      dtype="float32",  # compute
+      param_dtype="float32",
+      remat="none",  # none | full | dots (save matmul outputs)
+      scan_layers=False,  # nn.scan over blocks: one compiled block, stacked params
+      latents="",  # a `prepare --mode=latents` folder; empty: encode with the frozen VAE
+      eval_latents="",  # the same for evaluation; empty: encode with the frozen VAE
+      latent_scale=0.0,  # latents are multiplied by this; 0: 1 / std from the latents metadata
+      pack=False,  # NaViT: pack each batch's clips into one token sequence per row
+  ))
+
+
+def diffusion_config() -> ConfigDict:
+  """The `diffusion` section: the noise process, conditioning masks and sampling.
+
+  Times run from 0 (data) to 1 (noise). Known (conditioning) frames are clean,
+  at time 0, and carry no loss.
+  """
+  return ConfigDict(dict(
+      kind="flow",  # flow (rectified flow, velocity) | ddpm
+      flow=dict(shift=0.0,  # > 0: fixed time shift; 0: sqrt(tokens / base_tokens)
+                base_tokens=256, logit_mean=0.0, logit_std=1.0),
+      ddpm=dict(schedule="cosine",  # cosine | linear
+                prediction="v",  # epsilon | v
+                steps=1000, beta_start=1e-4, beta_end=0.02),
+      caption_dropout=0.1,  # captions replaced by the empty caption (for guidance)
+      # Which latent frames are known, drawn per clip with these weights.
+      masks=dict(none=0.5, first=0.2, first_k=0.05, last_k=0.1, first_last=0.1, random=0.05),
+      # FDM: clips of more than `frames` latent frames train on a sorted subset
+      # of `frames` of them at their true frame indices (half contiguous
+      # windows, half sparse FDM unions; vidgen.diffusion.masks.fdm_subset). 0: off.
+      fdm=dict(frames=0),
+      sample=dict(sampler="euler",  # euler | heun (flow); ddim | dpm++2m (ddpm)
+                  steps=30, cfg=4.0, cfg_frames=1.0, shift=0.0),
+  ))
+
+
 # The reference tree every config is checked against. Later stages add sections.
 REFERENCE: dict[str, Callable[[], Any]] = {
     "task": lambda: "prepare",
@@ -248,9 +303,11 @@ REFERENCE: dict[str, Callable[[], Any]] = {
     "optim": optim_config,
     "train": train_config,
     "vae": vae_config,
+    "dit": dit_config,
+    "diffusion": diffusion_config,
 }
 
-TASKS = ("prepare", "vae")
+TASKS = ("prepare", "vae", "dit")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -308,6 +365,28 @@ def _check_holdout(v):
         or pair[1] not in moving_shapes.SHAPES):
       return (f"{pair!r} is not a (color, shape) pair; colors: "
               f"{', '.join(moving_shapes.COLORS)}; shapes: {', '.join(moving_shapes.SHAPES)}")
+  return True
+
+
+REMAT = ("none", "full", "dots")
+SAMPLERS = ("euler", "heun", "ddim", "dpm++2m")
+MASK_KINDS = ("none", "first", "first_k", "last_k", "first_last", "random")
+
+
+def _check_variant(v):
+  try:
+    parse_variant(v)
+  except ConfigError as e:
+    return str(e)
+  return True
+
+
+def _check_masks(v):
+  keys = set(v.keys())
+  if keys != set(MASK_KINDS):
+    return f"needs exactly the weights {', '.join(MASK_KINDS)}"
+  if any(float(v[k]) < 0 for k in keys) or sum(float(v[k]) for k in keys) <= 0:
+    return "weights must be >= 0 with a positive sum"
   return True
 
 
@@ -378,6 +457,33 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "vae.loss.kl_weight": (_non_negative, "must be >= 0"),
     "vae.disc.start_step": (_non_negative, "must be >= 0"),
     "vae.disc.weight": (_non_negative, "must be >= 0"),
+    "text.encoder.width": (_positive, "must be >= 1"),
+    "text.encoder.depth": (_positive, "must be >= 1"),
+    "text.encoder.heads": (_positive, "must be >= 1"),
+    "dit.variant": (_check_variant, ""),
+    "dit.max_frames": (_positive, "must be >= 1"),
+    "dit.max_height": (_positive, "must be >= 1"),
+    "dit.max_width": (_positive, "must be >= 1"),
+    "dit.temporal": (lambda v: v in ("causal", "full"), "must be causal or full"),
+    "dit.dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
+    "dit.param_dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
+    "dit.remat": (lambda v: v in REMAT, f"must be one of {REMAT}"),
+    "dit.latent_scale": (_non_negative, "must be >= 0 (0: from the latents metadata)"),
+    "diffusion.kind": (lambda v: v in ("flow", "ddpm"), "must be flow or ddpm"),
+    "diffusion.flow.shift": (_non_negative, "must be >= 0 (0: by token count)"),
+    "diffusion.flow.base_tokens": (_positive, "must be >= 1"),
+    "diffusion.flow.logit_std": (_positive, "must be > 0"),
+    "diffusion.ddpm.schedule": (lambda v: v in ("cosine", "linear"), "must be cosine or linear"),
+    "diffusion.ddpm.prediction": (lambda v: v in ("epsilon", "v"), "must be epsilon or v"),
+    "diffusion.ddpm.steps": (lambda v: v >= 2, "must be >= 2"),
+    "diffusion.caption_dropout": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "diffusion.masks": (_check_masks, ""),
+    "diffusion.fdm.frames": (_non_negative, "must be >= 0"),
+    "diffusion.sample.sampler": (lambda v: v in SAMPLERS, f"must be one of {SAMPLERS}"),
+    "diffusion.sample.steps": (_positive, "must be >= 1"),
+    "diffusion.sample.cfg": (_non_negative, "must be >= 0"),
+    "diffusion.sample.cfg_frames": (_non_negative, "must be >= 0"),
+    "diffusion.sample.shift": (_non_negative, "must be >= 0"),
 }
 
 

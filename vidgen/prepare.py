@@ -22,6 +22,8 @@ Modes (comma separated, run in this order):
              caption tokens and metadata (vidgen.data.latents); --num clips
              (default: the whole split; Moving Shapes: data.build_sizes).
              Needs a config with a `vae` section (configs/shapes/vae.py).
+  prompts    write --num distinct captions of --split to the file --out, one
+             per line (prompts for `vidgen.sample --prompts=FILE`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from vidgen import app
 from vidgen.data import buckets as buckets_lib
 from vidgen.data import clips, pipeline
 
-MODES = ("build", "tokenizer", "export", "sheet", "latents")
+MODES = ("build", "tokenizer", "export", "sheet", "latents", "prompts")
 
 _MODE = flags.DEFINE_string("mode", "build,tokenizer,sheet", f"Comma-separated of {MODES}.")
 _SPLIT = flags.DEFINE_string("split", None, "Split for export/sheet (default data.eval_split).")
@@ -206,6 +208,19 @@ def encode_latents(config, split: str, out: str, vae_dir: str, num: int | None) 
   return meta
 
 
+def write_prompts(config, split: str, out: str, num: int) -> int:
+  """Writes up to `num` distinct captions of `split` to the file `out`; returns how many."""
+  seen: dict[str, None] = {}
+  for caption in pipeline.tokenizer_captions(config, split, 50 * num):
+    seen.setdefault(caption, None)
+    if len(seen) == num:
+      break
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    f.writelines(c + "\n" for c in seen)
+  return len(seen)
+
+
 def main(config, workdir: str | None) -> None:
   modes = [m.strip() for m in _MODE.value.split(",") if m.strip()]
   unknown = sorted(set(modes) - set(MODES))
@@ -239,6 +254,11 @@ def main(config, workdir: str | None) -> None:
       num = int(config.data.build_sizes[split])  # on-demand Moving Shapes never ends
     meta = encode_latents(config, split, out, vae_dir, num)
     print(f"latents of {split!r}: {out} ({json.dumps(meta)})")
+  if "prompts" in modes:
+    if not _OUT.value:
+      raise UsageError("--mode=prompts needs --out=FILE")
+    n = write_prompts(config, split, _OUT.value, _NUM.value)
+    print(f"wrote {n} prompts of split {split!r} to {_OUT.value}")
 
 
 if __name__ == "__main__":

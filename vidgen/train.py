@@ -27,7 +27,10 @@ def make_task(config):
   if config.task == "vae":
     from vidgen.trainers import vae  # pylint: disable=g-import-not-at-top
     return vae.make_task(config)
-  raise ValueError(f"config.task={config.task!r} is not a training task (trainable: vae)")
+  if config.task == "dit":
+    from vidgen.trainers import dit  # pylint: disable=g-import-not-at-top
+    return dit.make_task(config)
+  raise ValueError(f"config.task={config.task!r} is not a training task (trainable: vae, dit)")
 
 
 def main(config, workdir):

@@ -5,23 +5,31 @@ A latents folder holds
                                  clip, msgpack of {mean, logvar (T', H', W', C)
                                  float16/float32, tokens, token_mask, caption,
                                  key, frames, height, width, gt_* when known}
+  part-<i>-of-<n>.shapes.json    the latent shape of each record of the shard
+                                 (records of several buckets share a folder)
   metadata.json                  the VAE it came from (folder, step, time and
                                  space factors, latent channels), the records
                                  per shard, and latent statistics (mean and
                                  std of the posterior means) for normalising
                                  latents in stage 2.
-`LatentRecords` reads a folder back with random access (a Grain data source).
+`LatentRecords` reads a folder back with random access (a Grain data source);
+`latent_dataset` turns it into stage 2's batches: one shuffled, repeated
+stream per latent shape, batched by its bucket's size and mixed by the
+buckets' weights (deterministic and checkpointable, like the video pipeline).
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
+import grain
 import numpy as np
+from absl import logging
 from array_record.python import array_record_module
 from flax import serialization
 
@@ -45,6 +53,7 @@ class LatentWriter:
     self._sum = 0.0
     self._sq = 0.0
     self._n = 0
+    self._shapes: list[str] = []
 
   def add(self, record: Mapping[str, Any]) -> None:
     out = {}
@@ -61,6 +70,7 @@ class LatentWriter:
     self._sq += float(np.square(mean).sum())
     self._n += mean.size
     self._writer.write(serialization.msgpack_serialize(out))
+    self._shapes.append(shape_key(mean.shape[:3]))
     self.count += 1
 
   def stats(self) -> dict[str, float]:
@@ -68,6 +78,13 @@ class LatentWriter:
 
   def close(self) -> None:
     self._writer.close()
+    with open(self.path.replace(".array_record", ".shapes.json"), "w") as f:
+      json.dump(self._shapes, f)
+
+
+def shape_key(shape) -> str:
+  """(T', H', W') -> "T'xH'xW'"."""
+  return "x".join(str(int(n)) for n in shape)
 
 
 def write_metadata(folder: str, info: Mapping[str, Any], shard_stats: list[dict]) -> dict:
@@ -97,6 +114,7 @@ class LatentRecords:
     self._readers = [array_record_module.ArrayRecordReader(p, "readahead_buffer_size:0")
                      for p in paths]
     self._offsets = np.cumsum([0] + [r.num_records() for r in self._readers])
+    self._paths = paths
 
   def __len__(self) -> int:
     return int(self._offsets[-1])
@@ -108,8 +126,86 @@ class LatentRecords:
     raw = self._readers[shard].read([index - int(self._offsets[shard])])[0]
     return serialization.msgpack_restore(raw)
 
+  def indices_by_shape(self) -> dict[str, np.ndarray]:
+    """Latent shape "T'xH'xW'" -> global indices of the records of that shape."""
+    out: dict[str, list[int]] = {}
+    for shard, path in enumerate(self._paths):
+      side = path.replace(".array_record", ".shapes.json")
+      if not os.path.exists(side):
+        raise FileNotFoundError(f"{side} is missing; re-run `prepare --mode=latents`")
+      for i, key in enumerate(json.load(open(side))):
+        out.setdefault(key, []).append(int(self._offsets[shard]) + i)
+    return {k: np.asarray(v, np.int64) for k, v in out.items()}
+
   def __getstate__(self):
     return {"folder": self.folder}
 
   def __setstate__(self, state):
     self.__init__(state["folder"])
+
+
+class _Read:
+  """index -> the record, with mean/logvar as float32 (picklable for Grain workers)."""
+
+  def __init__(self, records: LatentRecords, indices: np.ndarray):
+    self.records = records
+    self.indices = indices
+
+  def __call__(self, i: int) -> dict[str, Any]:
+    rec = self.records[int(self.indices[i])]
+    out = {k: v for k, v in rec.items() if not isinstance(v, str)}
+    for k in ("mean", "logvar"):
+      out[k] = np.asarray(out[k], np.float32)
+    return out
+
+
+def latent_dataset(folder: str, shapes: Mapping[str, tuple[int, float]], *, seed: int = 0,
+                   shuffle: bool = True, num_epochs: int | None = None,
+                   process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """Stage 2's batches from a latents folder.
+
+  Args:
+    folder: written by `prepare --mode=latents`.
+    shapes: latent shape "T'xH'xW'" -> (this host's batch size, weight), one per bucket.
+    seed: shuffles and the bucket mix.
+    shuffle: shuffle records (a new order every epoch).
+    num_epochs: passes over each shape's records; None repeats forever.
+    process_index, process_count: this host's shard of every shape's records.
+
+  Returns:
+    Training (num_epochs None): an IterDataset of dicts of stacked arrays
+    (mean, logvar (B, T', H', W', C), tokens, token_mask, key, gt_*) mixing
+    the shapes by weight; `iter()` it for a checkpointable iterator. A finite
+    pass (evaluation): every shape's batches one shape after another; shapes
+    the folder lacks are left out.
+  """
+  records = LatentRecords(folder)
+  by_shape = records.indices_by_shape()
+  streams, weights = [], []
+  for key, (batch, weight) in shapes.items():
+    if key not in by_shape and num_epochs is not None and any(k in by_shape for k in shapes):
+      logging.warning("no latents of shape %s in %s; evaluating without them", key, folder)
+      continue
+    if key not in by_shape:
+      raise ValueError(f"no latents of shape {key} in {folder} (it has "
+                       f"{', '.join(sorted(by_shape)) or 'none'}); encode them with "
+                       "`prepare --mode=latents` under the same data.buckets")
+    indices = by_shape[key][process_index::process_count]
+    if len(indices) < batch and num_epochs is not None and streams:
+      logging.warning("%d latents of shape %s, fewer than a batch of %d; left out",
+                      len(indices), key, batch)
+      continue
+    if len(indices) < batch:
+      raise ValueError(f"{len(indices)} latents of shape {key} on this host, fewer than a "
+                       f"batch of {batch}")
+    ds = grain.MapDataset.range(len(indices))
+    if shuffle:
+      ds = ds.shuffle(seed=seed + len(streams))
+    ds = ds.repeat(num_epochs).map(_Read(records, indices)).batch(batch, drop_remainder=True)
+    streams.append(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+    weights.append(weight)
+  if len(streams) == 1:
+    return streams[0]
+  if num_epochs is not None:
+    return itertools.chain(*streams)
+  return grain.IterDataset.mix(streams, weights)

@@ -521,3 +521,51 @@ def attribute_accuracy(videos: np.ndarray,
   out["num_clips"] = b
   out["num_objects"] = len(objects)
   return out
+
+
+def check_prompt(video: np.ndarray, prompt: str, *, tol: float = COLOR_TOLERANCE
+                 ) -> dict[str, Any]:
+  """Whether a generated clip (T, H, W, 3) shows what its Moving Shapes prompt asks for.
+
+  Generated videos have no start position to compare against, so each
+  prompted object is matched to the measured object of its colour; its
+  shape, size and motion are then read from the pixels. `count`: as many
+  objects measured as prompted.
+
+  Returns:
+    `color`, `shape`, `size`, `motion` (every prompted object right), `count`,
+    `all` (all of these), and `objects`: per prompted object its booleans and
+    the measured attributes.
+  """
+  wanted = ms.parse_caption(prompt)
+  measured = {m["color"]: m for m in measure(video, tol=tol)}
+  objects = []
+  for obj in wanted:
+    got = measured.get(obj["color"])
+    res = {"color": got is not None}
+    for attr in ("shape", "size", "motion"):
+      if got is None:
+        res[attr] = False
+      elif attr == "motion" and video.shape[0] < 2:
+        res[attr] = True  # one frame: nothing to check
+      else:
+        res[attr] = got[attr] == obj[attr]
+      res[f"measured_{attr}"] = None if got is None else got[attr]
+    objects.append(res)
+  out = {k: all(o[k] for o in objects) for k in _ATTRS}
+  out["count"] = len(measured) == len(wanted)
+  out["all"] = all(out[k] for k in _ATTRS) and out["count"]
+  out["objects"] = objects
+  return out
+
+
+def prompt_accuracy(videos: Sequence[np.ndarray], prompts: Sequence[str], *,
+                    tol: float = COLOR_TOLERANCE) -> dict[str, float]:
+  """`check_prompt` over clips: the fraction of clips right per attribute, `count` and `all`."""
+  if len(videos) != len(prompts):
+    raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
+  results = [check_prompt(v, p, tol=tol) for v, p in zip(videos, prompts)]
+  out = {k: float(np.mean([r[k] for r in results])) if results else float("nan")
+         for k in _ATTRS + ("count", "all")}
+  out["num_clips"] = len(results)
+  return out

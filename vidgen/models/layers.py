@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vidgen.models import attention
 from vidgen.parallel import axes
 
 Array = jax.Array
@@ -402,11 +403,7 @@ class TemporalAttention(nn.Module):
     key_pos = jnp.concatenate([past_pos, pos])  # (S,)
     mask = ((key_pos[None, :] <= pos[:, None]) & (key_pos[None, :] > pos[:, None] - self.window)
             & (key_pos[None, :] >= 0))  # (T, S)
-    logits = jnp.einsum("ltnk,lsnk->lnts", q, keys, preferred_element_type=jnp.float32)
-    logits = logits.astype(jnp.float32) / math.sqrt(k)
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("lnts,lsnk->ltnk", weights, values)
+    out = attention.dot_product_attention(q, keys, values, mask)  # (L, T, N, K)
     y = jnp.einsum("ltnk,nkd->ltd", out, wo)
     m = self.window - 1
     return y, (_last_frames(keys, m), _last_frames(values, m))

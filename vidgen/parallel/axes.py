@@ -27,9 +27,11 @@ CONV_IN = "conv_in"  # input channels of a conv kernel
 CONV_OUT = "conv_out"  # output channels of a conv kernel
 VOCAB = "vocab"
 NORM = "norm"  # scales and biases of norms
+LAYERS = "layers"  # the stacked-blocks axis of `nn.scan` over layers (never sharded)
+TABLE = "table"  # rows of a lookup table: positions, modulation slots (replicated)
 
 ALL = (BATCH, FRAMES, HEIGHT, WIDTH, LENGTH, EMBED, MLP, HEADS, KV, CONV_IN, CONV_OUT,
-       VOCAB, NORM)
+       VOCAB, NORM, LAYERS, TABLE)
 
 # Mesh axes, outermost first (data-centre network ... chip interconnect).
 MESH_AXES = ("data", "fsdp", "tensor", "context")

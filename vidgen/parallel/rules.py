@@ -29,6 +29,8 @@ VAE: Rules = (
     (axes.CONV_OUT, "fsdp"),
     (axes.VOCAB, None),
     (axes.NORM, None),
+    (axes.LAYERS, None),
+    (axes.TABLE, None),
 )
 
 # Transformers (DiT, text encoder, captioner): fsdp on the model width,
@@ -47,6 +49,8 @@ TRANSFORMER: Rules = (
     (axes.CONV_OUT, "fsdp"),
     (axes.VOCAB, "tensor"),
     (axes.NORM, None),
+    (axes.LAYERS, None),
+    (axes.TABLE, None),
 )
 
 FAMILIES: dict[str, Rules] = {"vae": VAE, "transformer": TRANSFORMER}

@@ -59,7 +59,14 @@ class Task:
       metrics must hold a scalar `loss`.
     evaluate: (params, batch, rng) -> metric sums over the batch plus `count`;
       pure and traceable.
-    pictures: (params, batch, rng) -> {name: (H, W, 3) uint8}; runs on the host.
+    pictures: (params, batch, rng) -> {name: (H, W, 3) uint8 picture or (T, H, W, 3)
+      uint8 video}; runs on the host.
+    frozen: top-level parameter groups the optimiser leaves unchanged (a frozen
+      VAE or text encoder; the optimiser keeps no state for them).
+    pretrained: (params) -> params, run once on a fresh start (not on resume)
+      to load frozen or warm-start weights from elsewhere; on the host.
+    data: a data factory like `pipeline.dataset_from_config` (config, train=,
+      num_workers=, process_index=, process_count=); None: that one.
   """
 
   name: str
@@ -69,6 +76,9 @@ class Task:
   grads: Callable[[Any, Mapping[str, jax.Array], jax.Array, jax.Array], tuple[Any, dict]]
   evaluate: Callable[[Any, Mapping[str, jax.Array], jax.Array], dict]
   pictures: Callable[[Any, Mapping[str, np.ndarray], jax.Array], dict[str, np.ndarray]] | None = None
+  frozen: tuple[str, ...] = ()
+  pretrained: Callable[[Any], Any] | None = None
+  data: Callable[..., Any] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -119,7 +129,7 @@ class Setup:
 
 def setup(config, task: Task, mesh: jax.sharding.Mesh | None = None) -> Setup:
   mesh = mesh or mesh_lib.make_mesh(config.mesh)
-  tx = optim_lib.optimizer(config.optim, config.train.steps)
+  tx = optim_lib.optimizer(config.optim, config.train.steps, frozen=task.frozen)
   ema = config.optim.ema_decay > 0
 
   def init_fn(rng):
@@ -287,6 +297,7 @@ def train(config, workdir: str, task: Task, *,
   ckpt = ckpt_lib.Checkpointer(
       f"{workdir}/checkpoints", every=t.checkpoint_every, keep=t.keep_checkpoints,
       use_async=t.async_checkpoint)
+  data_factory = data_factory or task.data
   if data_factory is None:
     pipeline.ensure_tokenizer(config)
   make_data = data_factory or pipeline.dataset_from_config
@@ -300,6 +311,10 @@ def train(config, workdir: str, task: Task, *,
     logging.info("resumed from step %d of %s", latest, ckpt.directory)
   else:
     state = init_state(s, _init_rng(config))
+    if task.pretrained is not None:
+      params = jax.device_put(task.pretrained(state.params), s.shardings.params)
+      ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+      state = state.replace(params=params, opt_state=s.tx.init(params), ema_params=ema)
   step = int(jax.device_get(state.step))
   rng = jax.random.fold_in(_base_rng(config), 1)
   eval_rng = jax.random.fold_in(_base_rng(config), 2)
@@ -370,7 +385,7 @@ def train(config, workdir: str, task: Task, *,
         stopped_early = preempted = True
       if t.picture_every and (step % t.picture_every == 0 or last) and task.pictures:
         for name, image in task.pictures(state.eval_params(), local, eval_rng).items():
-          writer.picture(step, name, image)
+          (writer.video if np.ndim(image) == 4 else writer.picture)(step, name, image)
       # A preempted job saves and leaves at once (its grace period is short);
       # the time limit and the last step evaluate first.
       if (t.eval_every and step % t.eval_every == 0) or last or (

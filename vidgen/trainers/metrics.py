@@ -3,7 +3,7 @@
 Only process 0 writes. Scalars go to `W/tensorboard/` (TensorBoard event
 files via tensorboardX) and, as JSON lines, to `W/metrics.jsonl` so scripts
 can read them without TensorBoard; pictures go to `W/pictures/NAME_STEP.png`
-and to TensorBoard as images.
+and to TensorBoard as images; sample videos to `W/pictures/NAME_STEP.mp4`.
 """
 
 from __future__ import annotations
@@ -60,6 +60,17 @@ class Writer:
     Image.fromarray(np.asarray(image, np.uint8)).save(path)
     if self._tb is not None:
       self._tb.add_image(name, np.asarray(image, np.uint8), step, dataformats="HWC")
+    return path
+
+  def video(self, step: int, name: str, frames: np.ndarray, fps: float = 8.0) -> str | None:
+    """Saves a (T, H, W, 3) uint8 video as mp4 (W/pictures/NAME_STEP.mp4); returns the path."""
+    if not self.enabled or not self.workdir:
+      return None
+    from vidgen.data import video_io  # pylint: disable=g-import-not-at-top
+    folder = os.path.join(self.workdir, "pictures")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}_{int(step):07d}.mp4")
+    video_io.write_video(path, np.asarray(frames, np.uint8), fps)
     return path
 
   def flush(self) -> None:

@@ -23,11 +23,17 @@ def schedule(optim: Any, total_steps: int) -> optax.Schedule:
       [optax.linear_schedule(0.0, optim.lr, warmup), after], [warmup])
 
 
-def optimizer(optim: Any, total_steps: int) -> optax.GradientTransformation:
+def optimizer(optim: Any, total_steps: int, frozen: tuple[str, ...] = ()
+              ) -> optax.GradientTransformation:
+  """Clipping + AdamW; the top-level parameter groups in `frozen` get zero updates and no state."""
   parts = []
   if optim.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(optim.clip_norm))
   parts.append(optax.adamw(
       schedule(optim, total_steps), b1=optim.b1, b2=optim.b2, eps=optim.eps,
       weight_decay=optim.weight_decay))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if not frozen:
+    return tx
+  labels = lambda params: {k: "frozen" if k in frozen else "train" for k in params}
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -1,0 +1,170 @@
+"""Stage 2 end to end on the smoke configs: cached latents, training, resume, sharding, overfit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+from vidgen import configlib
+from vidgen.diffusion import flow
+from vidgen.models import dit as dit_lib
+from vidgen.models import vae as vae_lib
+from vidgen.text import encoder as encoder_lib
+from vidgen.trainers import dit as dit_task
+from vidgen.trainers import optim as optim_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VAE_CONFIG = os.path.join(ROOT, "configs/shapes/vae.py")
+DIT_CONFIG = os.path.join(ROOT, "configs/shapes/dit.py")
+
+
+def _run(*args, cwd, env=None, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+  """A smoke VAE (2 steps) and cached latents of its train and test splits."""
+  work = tmp_path_factory.mktemp("stage2")
+  common = [f"--config.data.data_dir={work / 'data'}", "--config.data.num_workers=0"]
+  result = _run("-m", "vidgen.train", f"--config={VAE_CONFIG}:smoke,steps=2",
+                f"--workdir={work / 'vae'}", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  for split, num in (("train", 24), ("test", 8)):
+    result = _run("-m", "vidgen.prepare", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'}",
+                  "--mode=latents", f"--split={split}", f"--num={num}",
+                  f"--out={work / 'latents' / split}", *common, cwd=work)
+    assert result.returncode == 0, result.stderr[-4000:]
+  return work, common
+
+
+def test_train_on_cached_latents_writes_samples_and_resumes(stage1):
+  work, common = stage1
+  spec = f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'},latents={work / 'latents'}"
+  result = _run("-m", "vidgen.train", spec + ",steps=4", f"--workdir={work / 'dit'}", *common,
+                cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["step"] == 4 and np.isfinite(summary["eval"]["loss"])
+  pictures = sorted(os.listdir(work / "dit" / "pictures"))
+  assert "samples_0000004.png" in pictures and "sample_video_0000004.mp4" in pictures
+  # Two buckets of different shape both reached the train step.
+  assert result.stderr.count("compiling the train step") == 2
+  result = _run("-m", "vidgen.train", spec + ",steps=6", f"--workdir={work / 'dit'}", *common,
+                cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "resumed from step 4" in result.stderr
+  assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 6
+
+
+def test_stage2_without_a_vae_fails_clearly(tmp_path):
+  result = _run("-m", "vidgen.train", f"--config={DIT_CONFIG}:smoke",
+                f"--workdir={tmp_path / 'w'}", f"--config.data.data_dir={tmp_path / 'data'}",
+                cwd=tmp_path)
+  assert result.returncode != 0 and "vae.checkpoint" in result.stderr
+
+
+_SHARDED = r"""
+import json, sys
+import jax, numpy as np
+from vidgen import configlib
+from vidgen.parallel import mesh as mesh_lib
+from vidgen.trainers import dit, loop
+config = configlib.load(sys.argv[1], {"data.data_dir": sys.argv[2], "data.num_workers": 0})
+task = dit.make_task(config)
+batch = next(iter(task.data(config, train=True)))
+out = {}
+for name, devices, sizes in (("one", jax.devices()[:1], dict(data=1, fsdp=1, tensor=1, context=1)),
+                             ("eight", jax.devices(), dict(data=2, fsdp=2, tensor=2, context=1))):
+  mesh = mesh_lib.make_mesh(configlib.ConfigDict(sizes), devices)
+  s = loop.setup(config, task, mesh)
+  state = loop.init_state(s, jax.random.key(0, impl="rbg"))
+  params = jax.device_put(task.pretrained(state.params), s.shardings.params)
+  state = state.replace(params=params, opt_state=s.tx.init(params))
+  before = jax.device_get(state.params)
+  step = loop.compile_train_step(s, task, config, batch)
+  losses = []
+  for i in range(2):
+    with mesh_lib.activate(s.mesh, s.rules):
+      from vidgen.parallel import multihost
+      b = multihost.global_batch(batch, s.mesh, s.rules, task.batch_keys)
+      state, m = step(state, b, jax.random.key(3))
+    losses.append(float(m["loss"]))
+  after = jax.device_get(state.params)
+  same = lambda k: all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[k]), jax.tree.leaves(after[k])))
+  out[name] = dict(losses=losses, vae_frozen=same("vae"), latent_frozen=same("latent"),
+                   dit_moved=not same("dit"),
+                   sharded=str(jax.tree.leaves(state.params["dit"])[0].sharding.spec))
+print(json.dumps(out))
+"""
+
+
+def test_8_devices_with_fsdp_and_tensor_sharding_give_the_loss_of_1_device(stage1):
+  work, _ = stage1
+  spec = f"{DIT_CONFIG}:smoke,vae={work / 'vae'},latents={work / 'latents'}"
+  result = _run("-c", _SHARDED, spec, str(work / "data"), cwd=work,
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert result.returncode == 0, result.stderr[-4000:]
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  np.testing.assert_allclose(out["eight"]["losses"], out["one"]["losses"], rtol=1e-4)
+  for run in out.values():
+    assert run["vae_frozen"] and run["latent_frozen"] and run["dit_moved"]
+
+
+def test_a_tiny_model_overfits_one_batch():
+  """Fixed times and noise: the trainer's loss on one batch falls close to zero."""
+  config = configlib.load(f"{DIT_CONFIG}:smoke")
+  models = dit_task.Models(
+      dit=dit_lib.dit_from_config(config),
+      text=encoder_lib.encoder_from_config(config.text, vocab_size=64),
+      vae=vae_lib.vae_from_config(config.vae), diffusion=flow.RectifiedFlow())
+  cfg = config.diffusion
+  rng = np.random.default_rng(0)
+  batch = {"mean": rng.normal(size=(2, 2, 4, 4, 4)).astype(np.float32),
+           "logvar": np.full((2, 2, 4, 4, 4), -30.0, np.float32),
+           "tokens": np.array([[5, 6, 2, 0], [7, 8, 2, 0]], np.int32),
+           "token_mask": np.array([[1, 1, 1, 0], [1, 1, 1, 0]], bool)}
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  mask = batch["token_mask"]
+  emb = jnp.zeros((1, 4, models.text.width))
+  params = nn.unbox({
+      "dit": models.dit.init(jax.random.key(0), batch["mean"][:1], jnp.ones((1, 2)), emb,
+                             mask[:1])["params"],
+      "text": models.text.init(jax.random.key(1), batch["tokens"], mask)["params"]})
+  params["latent"] = {"scale": jnp.ones(())}
+  tx = optax.adam(3e-3)
+  opt = tx.init(params)
+  grads = jax.jit(lambda p: dit_task.grads(p, batch, jax.random.key(5), 0, models=models,
+                                           cfg=cfg, trainable=("dit", "text")))
+  first = None
+  for _ in range(150):
+    g, metrics = grads(params)
+    first = float(metrics["loss"]) if first is None else first
+    updates, opt = tx.update(g, opt, params)
+    params = optax.apply_updates(params, updates)
+  last = float(metrics["loss"])
+  assert last < 0.05 * first, (first, last)
+
+
+def test_frozen_groups_get_no_update_and_no_optimizer_state():
+  optim = configlib.optim_config()
+  optim.warmup_steps = 0
+  tx = optim_lib.optimizer(optim, 10, frozen=("vae",))
+  params = {"dit": jnp.ones(3), "vae": jnp.ones(3)}
+  state = tx.init(params)
+  updates, _ = tx.update({"dit": jnp.ones(3), "vae": jnp.ones(3)}, state, params)
+  assert float(jnp.abs(updates["vae"]).max()) == 0.0
+  assert float(jnp.abs(updates["dit"]).max()) > 0.0
+  sizes = sum(x.size for x in jax.tree.leaves(state))
+  assert sizes < 3 * 3 + 10  # Adam moments for "dit" only (plus counters)

@@ -1,0 +1,1 @@
+"""Diffusion: noise processes and losses (flow), conditioning masks (masks), samplers."""

@@ -1,0 +1,107 @@
+"""Multi-head attention shared by the transformers (DiT, text encoder, captioner).
+
+One module, `Attention`, does self- and cross-attention over the last token
+axis of inputs with any number of leading axes, so the DiT's bucketed fast
+path attends within frames `(B, T, S, D)` or along time `(B, S, T, D)` with no
+reshapes and no clip-wide mask, and its packed path attends over `(B, L, D)`
+with a segment mask. Masks are boolean, True where a query may see a key,
+broadcastable to `(..., N, Lq, Lk)`. The softmax runs in float32; a query
+whose keys are all masked gets a uniform average (finite, never NaN).
+
+Shape legend: B batch, T frames, S spatial positions, L tokens, D width,
+N heads, K head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vidgen.parallel import axes
+
+Array = jax.Array
+Dtype = Any
+
+_MASKED = -1e30  # finite, so a fully masked row stays finite
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
+  """softmax(q k^T / sqrt(K)) v: q (..., Lq, N, K), k and v (..., Lk, N, K) -> (..., Lq, N, K)."""
+  logits = jnp.einsum("...qnk,...snk->...nqs", q, k, preferred_element_type=jnp.float32)
+  logits = logits / math.sqrt(q.shape[-1])
+  if mask is not None:
+    logits = jnp.where(mask, logits, _MASKED)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("...nqs,...snk->...qnk", weights, v)
+
+
+class RMSNorm(nn.Module):
+  """RMS normalisation over the last axis with a learned scale (queries and keys per head).
+
+  Attributes:
+    names: logical axis name of the scale.
+    param_dtype: parameter dtype.
+  """
+
+  names: tuple[str, ...] = (axes.KV,)
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, self.names),
+                       (x.shape[-1],), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + 1e-6)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Multi-head attention: queries from `x`, keys and values from `context` (or `x`).
+
+  Attributes:
+    heads: N; the head dim is the query width / N.
+    qk_norm: RMS-normalise queries and keys per head.
+    dtype: compute dtype (the softmax is float32).
+    param_dtype: parameter dtype.
+  """
+
+  heads: int
+  qk_norm: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, context: Array | None = None, mask: Array | None = None
+               ) -> Array:
+    """x (..., Lq, D), context (..., Lk, Dc) -> (..., Lq, D)."""
+    context = x if context is None else context
+    d, dc = x.shape[-1], context.shape[-1]
+    if d % self.heads:
+      raise ValueError(f"attention width {d} is not divisible by {self.heads} heads")
+    n, k = self.heads, d // self.heads
+    in_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                               in_axis=0, out_axis=(1, 2))
+    out_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                                in_axis=(0, 1), out_axis=2)
+
+    def proj(name, width):
+      return self.param(name, nn.with_logical_partitioning(in_init, (axes.EMBED, axes.HEADS, axes.KV)),
+                        (width, n, k), self.param_dtype)
+
+    wq, wk, wv = proj("query", d), proj("key", dc), proj("value", dc)
+    wo = self.param("out", nn.with_logical_partitioning(out_init, (axes.HEADS, axes.KV, axes.EMBED)),
+                    (n, k, d), self.param_dtype)
+    x, context, wq, wk, wv, wo = nn.dtypes.promote_dtype(
+        x, context, wq, wk, wv, wo, dtype=self.dtype)
+    q = jnp.einsum("...ld,dnk->...lnk", x, wq)
+    key = jnp.einsum("...ld,dnk->...lnk", context, wk)
+    value = jnp.einsum("...ld,dnk->...lnk", context, wv)
+    if self.qk_norm:
+      q = RMSNorm(param_dtype=self.param_dtype, name="query_norm")(q)
+      key = RMSNorm(param_dtype=self.param_dtype, name="key_norm")(key)
+    out = dot_product_attention(q, key, value, mask)
+    return jnp.einsum("...lnk,nkd->...ld", out, wo)

@@ -1,0 +1,337 @@
+"""Stage 2: the Video DiT and the text encoder on VAE latents, as a trainer Task.
+
+Parameters, one tree (so a checkpoint holds everything sampling needs):
+  dit     the Video DiT (trained)
+  text    the text encoder (trained, or frozen by `text.encoder.trainable`)
+  vae     the stage-1 VAE (frozen; loaded from `vae.checkpoint` on a fresh start)
+  latent  {"scale": ()} latents are multiplied by it (frozen; `dit.latent_scale`,
+          else 1 / std of the cached latents, else measured on training batches)
+
+A step: latents (cached posterior mean and log-variance, or encoded on the
+fly by the frozen VAE) -> a posterior sample times the scale -> for clips
+longer than `diffusion.fdm.frames` latent frames, a sorted FDM subset of
+frames at their true indices -> known-frame masks (`diffusion.masks`) and
+caption dropout -> the diffusion loss on the unknown frames
+(vidgen.diffusion.flow.loss).
+
+`Generator` turns prompts into videos (classifier-free guidance, known
+frames, any shape within the position tables); the trainer's pictures, the
+demo and `vidgen.sample` use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from vidgen.data import latents as latents_lib
+from vidgen.data import pipeline
+from vidgen.diffusion import flow, masks, samplers
+from vidgen.eval import metrics as eval_metrics
+from vidgen.models import dit as dit_lib
+from vidgen.models import patches as patches_lib
+from vidgen.models import vae as vae_lib
+from vidgen.parallel import rules as rules_lib
+from vidgen.text import encoder as encoder_lib
+from vidgen.text import tokenizer as tokenizer_lib
+from vidgen.trainers import loop
+from vidgen.trainers.vae import to_float, to_uint8
+
+LATENT_KEYS = ("mean", "logvar", "tokens", "token_mask")
+VIDEO_KEYS = ("video", "tokens", "token_mask")
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The modules of stage 2 and the noise process.
+
+  Attributes:
+    dit: the Video DiT.
+    text: the text encoder.
+    vae: the (frozen) VAE.
+    diffusion: flow.RectifiedFlow or flow.DDPM.
+  """
+
+  dit: dit_lib.VideoDiT
+  text: encoder_lib.TextEncoder
+  vae: vae_lib.VideoVAE
+  diffusion: Any
+
+  @classmethod
+  def from_config(cls, config, vocab_size: int | None = None) -> "Models":
+    if vocab_size is None:
+      vocab_size = tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config)).vocab_size
+    return cls(
+        dit=dit_lib.dit_from_config(config),
+        text=encoder_lib.encoder_from_config(config.text, vocab_size, config.dit.dtype,
+                                             config.dit.param_dtype),
+        vae=vae_lib.vae_from_config(config.vae),
+        diffusion=flow.from_config(config.diffusion))
+
+  def latent_grid(self, shape: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """Pixel (T, H, W) -> latent (T', H', W', C)."""
+    return vae_lib.latent_shape(self.vae, shape)
+
+  def tokens_per_clip(self, latent_thw: tuple[int, int, int]) -> int:
+    return math.prod(patches_lib.grid_shape(latent_thw, self.dit.patch))
+
+  def encode_text(self, params, tokens, mask):
+    emb, mask = self.text.apply({"params": params["text"]}, tokens, mask)
+    return emb, mask
+
+
+def _latents(models: Models, params, batch, rng) -> jax.Array:
+  """Scaled posterior samples (B, T', H', W', C), no gradient."""
+  if "mean" in batch:
+    mean, logvar = batch["mean"], batch["logvar"]
+  else:
+    vae = models.vae
+    (mean, logvar), _ = vae.apply({"params": params["vae"]}, to_float(batch["video"]),
+                                  method=vae.encode)
+  z = vae_lib.sample(mean.astype(jnp.float32), logvar.astype(jnp.float32), rng)
+  return jax.lax.stop_gradient(z * params["latent"]["scale"])
+
+
+def _conditioning(models: Models, cfg, z, rng):
+  """(z, frame_index, known) after the FDM subset and the known-frame masks."""
+  b, t = z.shape[:2]
+  sub_rng, mask_rng = jax.random.split(rng)
+  frames = int(cfg.fdm.frames)
+  if 0 < frames < t:
+    frame_index = masks.fdm_subset(sub_rng, b, t, frames)  # B F
+    z = jnp.take_along_axis(z, frame_index[:, :, None, None, None], axis=1)
+  else:
+    frame_index = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  pt = models.dit.patch[0]
+  known = masks.sample_known(mask_rng, b, z.shape[1] // pt, dict(cfg.masks))
+  return z, frame_index, jnp.repeat(known, pt, axis=1)
+
+
+def loss_terms(params, batch, rng, *, models: Models, cfg):
+  """Per-clip losses (B,) and aux of one batch; `cfg` is the config's `diffusion` section."""
+  lat_rng, cond_rng, drop_rng, loss_rng = jax.random.split(rng, 4)
+  z = _latents(models, params, batch, lat_rng)
+  z, frame_index, known = _conditioning(models, cfg, z, cond_rng)
+  tokens, tmask, _ = masks.drop_captions(drop_rng, batch["tokens"], batch["token_mask"],
+                                         cfg.caption_dropout)
+  text, tmask = models.encode_text(params, tokens, tmask)
+
+  def model_fn(x_t, t_frames):
+    return models.dit.apply({"params": params["dit"]}, x_t, t_frames, text, tmask, frame_index)
+
+  n_tokens = models.tokens_per_clip(z.shape[1:4])
+  per_clip, aux = flow.loss(models.diffusion, model_fn, z, known, loss_rng, n_tokens)
+  return per_clip, dict(aux, known_frac=jnp.mean(known.astype(jnp.float32), axis=1))
+
+
+def grads(params, batch, rng, step, *, models: Models, cfg, trainable: tuple[str, ...]):
+  """Gradients of the mean loss for the `trainable` groups; zeros for the frozen ones."""
+  del step
+
+  def total(train_params):
+    per_clip, aux = loss_terms({**params, **train_params}, batch, rng, models=models, cfg=cfg)
+    loss = jnp.mean(per_clip)
+    return loss, dict(loss=loss, x0_mse=jnp.mean(aux["x0_mse"]),
+                      known_frac=jnp.mean(aux["known_frac"]))
+
+  g, metrics = jax.grad(total, has_aux=True)({k: params[k] for k in trainable})
+  out = {k: g[k] if k in g else jax.tree.map(jnp.zeros_like, v) for k, v in params.items()}
+  return out, metrics
+
+
+def evaluate(params, batch, rng, *, models: Models, cfg):
+  """Sums of the validation loss (fixed rng: the same times and noise every evaluation)."""
+  per_clip, aux = loss_terms(params, batch, rng, models=models, cfg=cfg)
+  return dict(loss=jnp.sum(per_clip), x0_mse=jnp.sum(aux["x0_mse"]),
+              count=jnp.asarray(per_clip.shape[0], jnp.float32))
+
+
+# ---------------------------------------------------------------------------
+# Generation.
+
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+  """Prompts -> videos with a trained stage-2 model.
+
+  Attributes:
+    models: the stage-2 modules.
+    sampler: euler | heun (flow), ddim | dpm++2m (ddpm).
+    steps: sampler steps.
+    cfg: classifier-free guidance scale on the text (1: no guidance).
+    shift: flow time-grid shift (0: none).
+  """
+
+  models: Models
+  sampler: str = "euler"
+  steps: int = 30
+  cfg: float = 4.0
+  shift: float = 0.0
+
+  @classmethod
+  def from_config(cls, config, models: Models | None = None, **overrides) -> "Generator":
+    s = config.diffusion.sample
+    kw = dict(sampler=s.sampler, steps=int(s.steps), cfg=float(s.cfg), shift=float(s.shift))
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(models or Models.from_config(config), **kw)
+
+  def check_shape(self, latent_thw: tuple[int, int, int]) -> None:
+    """Raises ValueError, naming the limits, for a size outside the position tables."""
+    d = self.models.dit
+    patches_lib.check_grid(patches_lib.grid_shape(latent_thw, d.patch), d.max_frames,
+                           d.max_height, d.max_width)
+
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def latents(self, params, tokens, token_mask, noise, known_x0=None, known=None,
+              frame_index=None):
+    """Scaled latents (B, T', H', W', C) from noise of that shape (jitted per shape)."""
+    m = self.models
+    text, tmask = m.encode_text(params, tokens, token_mask)
+    b, lt = tokens.shape
+    empty_tokens, empty_mask = masks.empty_caption(b, lt)
+    null_text, null_mask = m.encode_text(params, empty_tokens, empty_mask)
+
+    def model_fn(x_t, t_frames, cond):
+      emb, mask = (text, tmask) if cond else (null_text, null_mask)
+      return m.dit.apply({"params": params["dit"]}, x_t, t_frames, emb, mask, frame_index)
+
+    fn = samplers.guided(model_fn, self.cfg)
+    return samplers.sample(m.diffusion, fn, noise, sampler=self.sampler, steps=self.steps,
+                           known_x0=known_x0, known=known, shift=self.shift)
+
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def decode(self, params, z):
+    """Scaled latents -> uint8 videos (B, T, H, W, 3)."""
+    vae = self.models.vae
+    y, _ = vae.apply({"params": params["vae"]}, z / params["latent"]["scale"], method=vae.decode)
+    return to_uint8(y)
+
+  def generate(self, params, tokens, token_mask, shape: tuple[int, int, int], rng) -> np.ndarray:
+    """Text-to-video: uint8 (B, T, H, W, 3) videos of pixel `shape` (T, H, W)."""
+    lt, lh, lw, c = self.models.latent_grid(shape)
+    self.check_shape((lt, lh, lw))
+    noise = jax.random.normal(rng, (tokens.shape[0], lt, lh, lw, c), jnp.float32)
+    return np.asarray(self.decode(params, self.latents(params, tokens, token_mask, noise)))
+
+
+# ---------------------------------------------------------------------------
+# Data and the task.
+
+
+def uses_cached_latents(config) -> bool:
+  return bool(config.dit.latents)
+
+
+def latent_shapes(config, models: Models, process_count: int) -> dict[str, tuple[int, float]]:
+  """Latent shape "T'xH'xW'" -> (per-host batch, weight) for each bucket of data.buckets."""
+  from vidgen.data import buckets as buckets_lib  # pylint: disable=g-import-not-at-top
+  out = {}
+  bks = buckets_lib.parse_buckets(config.data.buckets)
+  for b, size in zip(bks, pipeline.per_host_sizes(bks, process_count)):
+    key = latents_lib.shape_key(models.latent_grid(b.shape)[:3])
+    out[key] = (size, float(b.weight))
+  return out
+
+
+def data_factory(config, models: Models):
+  """A loop data factory: cached latents when `dit.latents` is set, else videos."""
+  if not uses_cached_latents(config):
+    return None  # the loop's default video pipeline
+
+  def make(config, train=True, num_workers=None, process_index=0, process_count=1):
+    del num_workers
+    folder = config.dit.latents if train else (config.dit.eval_latents or config.dit.latents)
+    return latents_lib.latent_dataset(
+        folder, latent_shapes(config, models, process_count), seed=config.data.seed,
+        shuffle=train, num_epochs=None if train else 1, process_index=process_index,
+        process_count=process_count)
+
+  return make
+
+
+def _latent_std(config, models: Models, params) -> float:
+  """1 / scale: from the cached latents' metadata, else measured on a few training batches."""
+  if uses_cached_latents(config):
+    meta = latents_lib.LatentRecords(config.dit.latents).metadata
+    if meta.get("latent_std"):
+      return float(meta["latent_std"])
+  data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0))
+  vae = models.vae
+  encode = jax.jit(lambda p, v: vae.apply({"params": p}, to_float(v), method=vae.encode)[0][0])
+  means = [np.asarray(encode(params["vae"], next(data)["video"])) for _ in range(4)]
+  return float(np.std(np.concatenate([m.ravel() for m in means])))
+
+
+def make_task(config, for_inference: bool = False) -> loop.Task:
+  """Stage 2 as a Task; `for_inference`: to restore a trained model (no VAE checkpoint needed)."""
+  if not config.vae.checkpoint and not for_inference:
+    raise ValueError("stage 2 needs a trained VAE: set vae.checkpoint to its workdir "
+                     "(python -m vidgen.train --config=configs/shapes/vae.py --workdir=W)")
+  pipeline.ensure_tokenizer(config)
+  models = Models.from_config(config)
+  cfg = config.diffusion
+  frozen = ("vae", "latent") + (() if config.text.encoder.trainable else ("text",))
+  trainable = tuple(k for k in ("dit", "text") if k not in frozen)
+  tf, sf = vae_lib.time_factor(models.vae), vae_lib.space_factor(models.vae)
+  pt, ph, pw = models.dit.patch
+
+  def init(rng):
+    r_dit, r_text, r_vae = jax.random.split(rng, 3)
+    lt = max(pt, 1)
+    z = jnp.zeros((1, lt, ph, pw, models.dit.channels), jnp.float32)
+    tokens = jnp.zeros((1, config.text.max_len), jnp.int32)
+    mask = jnp.ones((1, config.text.max_len), bool)
+    text_params = models.text.init(r_text, tokens, mask)["params"]
+    emb = jnp.zeros((1, config.text.max_len, models.text.width), jnp.float32)
+    return {
+        "dit": models.dit.init(r_dit, z, jnp.ones((1, lt)), emb, mask)["params"],
+        "text": text_params,
+        "vae": models.vae.init(r_vae, jnp.zeros((1, 1 + tf, sf, sf, 3)), r_vae)["params"],
+        "latent": {"scale": jnp.ones((), jnp.float32)},
+    }
+
+  def pretrained(params):
+    from vidgen.trainers import vae as vae_task  # pylint: disable=g-import-not-at-top
+    _, vae_params, vae_step = loop.restore_for_inference(config, vae_task.make_task(config),
+                                                         config.vae.checkpoint)
+    params = dict(params, vae=vae_params["vae"])
+    scale = float(config.dit.latent_scale) or 1.0 / max(_latent_std(config, models, params), 1e-6)
+    logging.info("stage 2: VAE of step %d from %s; latent scale %.4f", vae_step,
+                 config.vae.checkpoint, scale)
+    params["latent"] = {"scale": jnp.asarray(scale, jnp.float32)}
+    if config.text.encoder.checkpoint:
+      _, warm, _ = loop.restore_for_inference(config, dataclasses.replace(task, pretrained=None),
+                                              config.text.encoder.checkpoint)
+      params["text"] = warm["text"]
+    return params
+
+  generator = Generator.from_config(config, models, steps=min(int(cfg.sample.steps), 20))
+
+  def pictures(params, batch, rng):
+    n = min(4, np.shape(batch["tokens"])[0])
+    tokens, tmask = jnp.asarray(batch["tokens"][:n]), jnp.asarray(batch["token_mask"][:n])
+    if "video" in batch:
+      reference = np.asarray(batch["video"][:n])
+    else:
+      reference = np.asarray(generator.decode(params, jnp.asarray(batch["mean"][:n])
+                                              * params["latent"]["scale"]))
+    shape = reference.shape[1:4]
+    videos = generator.generate(params, tokens, tmask, shape, rng)
+    return {"samples": eval_metrics.side_by_side(reference, videos), "sample_video": videos[0]}
+
+  task = loop.Task(
+      name="dit", rules=rules_lib.TRANSFORMER,
+      batch_keys=LATENT_KEYS if uses_cached_latents(config) else VIDEO_KEYS,
+      init=init, grads=functools.partial(grads, models=models, cfg=cfg, trainable=trainable),
+      evaluate=functools.partial(evaluate, models=models, cfg=cfg),
+      pictures=pictures, frozen=frozen, pretrained=pretrained,
+      data=None if for_inference else data_factory(config, models))
+  return task
