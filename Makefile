@@ -33,8 +33,8 @@ install-test: $(VENV)/.installed-test
 # (test-split captions and held-out compositions), checked from the pixels.
 # QUICK=1 gives a first look in under 10 minutes (short runs, few prompts).
 ifeq ($(QUICK),1)
-VAE_MINUTES ?= 2
-VAE_STEPS ?= 500
+VAE_MINUTES ?= 3
+VAE_STEPS ?= 800
 DIT_MINUTES ?= 3
 DIT_STEPS ?= 1200
 LATENTS ?= 800
@@ -43,7 +43,7 @@ else
 VAE_MINUTES ?= 12
 VAE_STEPS ?= 3300
 DIT_MINUTES ?= 18
-DIT_STEPS ?= 6000
+DIT_STEPS ?= 8000
 LATENTS ?= 4000
 PROMPTS ?= 48
 endif
@@ -80,6 +80,7 @@ bench: install-test
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.data
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.vae
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.flops
+	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.train_step
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

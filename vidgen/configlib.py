@@ -264,7 +264,6 @@ def dit_config() -> ConfigDict:
       latents="",  # a `prepare --mode=latents` folder; empty: encode with the frozen VAE
       eval_latents="",  # the same for evaluation; empty: encode with the frozen VAE
       latent_scale=0.0,  # latents are multiplied by this; 0: 1 / std from the latents metadata
-      pack=False,  # NaViT: pack each batch's clips into one token sequence per row
   ))
 
 
@@ -276,7 +275,7 @@ def diffusion_config() -> ConfigDict:
   """
   return ConfigDict(dict(
       kind="flow",  # flow (rectified flow, velocity) | ddpm
-      flow=dict(shift=0.0,  # > 0: fixed time shift; 0: sqrt(tokens / base_tokens)
+      flow=dict(shift=0.0,  # > 0: fixed time shift; 0: max(1, sqrt(tokens / base_tokens))
                 base_tokens=256, logit_mean=0.0, logit_std=1.0),
       ddpm=dict(schedule="cosine",  # cosine | linear
                 prediction="v",  # epsilon | v

@@ -85,6 +85,7 @@ def test_flow_sample_times_range_and_shift():
   np.testing.assert_allclose(t1, jax.nn.sigmoid(jax.random.normal(rng, (4096,))), rtol=1e-6)
   t4 = base.sample_times(rng, 4096, 256 * 9)  # shift 3
   assert base.shift_for(256 * 9) == pytest.approx(3.0)
+  assert base.shift_for(64) == 1.0  # fewer tokens than the base: no shift towards clean
   assert bool(jnp.all(t4 >= t1)) and float(jnp.mean(t4)) > float(jnp.mean(t1)) + 0.1
   t_small = base.sample_times(rng, 4096, 64)  # shift 1/2: towards data
   assert bool(jnp.all(t_small <= t1))

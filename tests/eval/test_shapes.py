@@ -310,3 +310,21 @@ def test_256_two_object_clips_are_read_right():
   assert acc["num_clips"] == 256
   # 1 of the 256 clips has its first object hidden behind the second in every frame.
   assert acc["all_unoccluded"] >= 0.99 and acc["found"] >= 0.99, acc
+
+
+def test_check_prompt_reads_a_rendered_clip_against_its_caption():
+  cfg = ms.ShapesConfig(height=64, width=64, frames=17, num_objects=1)
+  checked = 0
+  for i in range(12):
+    objects = ms.sample_objects(cfg, "test", i)
+    video = ms.render(objects, 17, 64, 64)
+    right = shapes.check_prompt(video, ms.caption(objects))
+    assert right["color"] and right["count"]
+    checked += right["all"]
+    obj = objects[0]
+    other = next(c for c in ms.COLOR_NAMES if c != obj.color)
+    wrong = shapes.check_prompt(video, ms.caption([{**vars(obj), "color": other}]))
+    assert not wrong["color"] and not wrong["all"] and wrong["objects"][0]["measured_shape"] is None
+  assert checked >= 11  # the reader's own accuracy on clean renders
+  acc = shapes.prompt_accuracy([video], [ms.caption(objects)])
+  assert acc["num_clips"] == 1 and set(acc) >= {"color", "shape", "size", "motion", "all"}

@@ -260,3 +260,23 @@ def test_logical_axis_names_on_every_parameter():
   assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
   names = {n for x in leaves for n in x.names}
   assert "layers" in names
+
+
+def test_attention_with_qk_norm_matches_the_textbook_formula():
+  attn = attention.Attention(heads=2, qk_norm=True)
+  x = jax.random.normal(jax.random.key(0), (2, 6, 16))
+  ctx = jax.random.normal(jax.random.key(1), (2, 5, 12))
+  mask = jnp.arange(5)[None, None, None, :] < 4
+  params = _noisy(nn.unbox(attn.init(jax.random.key(2), x, ctx, mask)), scale=0.3)
+  p = params["params"]
+
+  def rms(v, s):
+    return v / jnp.sqrt(jnp.mean(v * v, axis=-1, keepdims=True) + 1e-6) * s
+
+  q = rms(jnp.einsum("bld,dnk->blnk", x, p["query"]), p["query_norm"]["scale"])
+  k = rms(jnp.einsum("bld,dnk->blnk", ctx, p["key"]), p["key_norm"]["scale"])
+  v = jnp.einsum("bld,dnk->blnk", ctx, p["value"])
+  logits = jnp.einsum("bqnk,bsnk->bnqs", q, k) / np.sqrt(8)
+  w = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+  want = jnp.einsum("bnqs,bsnk,nkd->bqd", w, v, p["out"])
+  np.testing.assert_allclose(attn.apply(params, x, ctx, mask), want, atol=2e-5, rtol=1e-5)

@@ -49,12 +49,19 @@ def stage1(tmp_path_factory):
   return work, common
 
 
-def test_train_on_cached_latents_writes_samples_and_resumes(stage1):
+@pytest.fixture(scope="module")
+def trained(stage1):
+  """The smoke DiT trained 4 steps on the cached latents."""
   work, common = stage1
   spec = f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'},latents={work / 'latents'}"
   result = _run("-m", "vidgen.train", spec + ",steps=4", f"--workdir={work / 'dit'}", *common,
                 cwd=work)
   assert result.returncode == 0, result.stderr[-4000:]
+  return work, common, spec, result
+
+
+def test_train_on_cached_latents_writes_samples_and_resumes(trained):
+  work, common, spec, result = trained
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["step"] == 4 and np.isfinite(summary["eval"]["loss"])
   pictures = sorted(os.listdir(work / "dit" / "pictures"))
@@ -66,6 +73,35 @@ def test_train_on_cached_latents_writes_samples_and_resumes(stage1):
   assert result.returncode == 0, result.stderr[-4000:]
   assert "resumed from step 4" in result.stderr
   assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 6
+
+
+def test_prompts_and_sample_write_videos_records_and_accuracy(trained):
+  work, common, spec, _ = trained
+  prompts = work / "prompts.txt"
+  result = _run("-m", "vidgen.prepare", spec, "--mode=prompts", "--split=holdout", "--num=3",
+                f"--out={prompts}", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  lines = prompts.read_text().splitlines()
+  assert len(lines) == len(set(lines)) == 3
+  out = work / "samples"
+  result = _run("-m", "vidgen.sample", spec, f"--workdir={work / 'dit'}", f"--prompts={prompts}",
+                "--prompt=a large red square moving left", f"--out={out}", "--frames=5",
+                "--height=32", "--width=32", "--batch=2", "--check_shapes", "--seed=3",
+                *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  records = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+  assert [r["prompt"] for r in records] == ["a large red square moving left"] + lines
+  assert [r["seed"] for r in records] == [3, 4, 5, 6]
+  for r in records:
+    assert (out / r["file"]).exists() and r["frames"] == 5 and r["sampler"] == "euler"
+  assert (out / "contact_sheet.png").exists() and (out / "index.html").exists()
+  accuracy = json.loads((out / "accuracy.json").read_text())
+  assert accuracy["all"]["videos"] == 4 and accuracy["held_out"]["videos"] >= 3
+  # Outside the position tables: a clear error naming the limits.
+  result = _run("-m", "vidgen.sample", spec, f"--workdir={work / 'dit'}", "--prompt=a red square",
+                f"--out={work / 'big'}", "--frames=5", "--height=512", "--width=32",
+                *common, cwd=work)
+  assert result.returncode != 0 and "position tables" in result.stderr
 
 
 def test_stage2_without_a_vae_fails_clearly(tmp_path):

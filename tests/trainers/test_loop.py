@@ -14,6 +14,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import portpicker
 import pytest
@@ -111,6 +112,26 @@ def test_a_non_finite_step_leaves_params_and_optimizer_unchanged(data_dir):
   assert float(m2["finite"]) == 0.0 and int(after.skipped) == 1 and int(after.step) == 2
   jax.tree.map(np.testing.assert_array_equal, before.params, after.params)
   jax.tree.map(np.testing.assert_array_equal, before.opt_state, after.opt_state)
+
+
+def test_ema_warms_up_then_averages_at_the_configured_decay(data_dir):
+  config = _config(data_dir, **{"optim.ema_decay": 0.99})
+  task = toy.make_task()
+  s = loop.setup(config, task)
+  state = loop.init_state(s, jax.random.key(0))
+  batch = {"video": np.random.default_rng(0).integers(0, 255, (4, 5, 32, 32, 3), np.uint8)}
+  step = jax.jit(lambda st, b, r: loop.train_step(st, b, r, grads_fn=task.grads, tx=s.tx,
+                                                  ema_decay=0.99))
+  ema0 = jax.device_get(state.ema_params)
+  state1, _ = step(state, batch, jax.random.key(1))  # step 0: decay min(0.99, 1/10)
+  p1, e1 = jax.device_get((state1.params, state1.ema_params))
+  jax.tree.map(lambda e, a, b: np.testing.assert_allclose(e, 0.1 * a + 0.9 * b, rtol=1e-5,
+                                                          atol=1e-6), e1, ema0, p1)
+  st = state1.replace(step=jnp.asarray(10_000, jnp.int32))  # late: the configured decay
+  st2, _ = step(st, batch, jax.random.key(1))
+  p2, e2 = jax.device_get((st2.params, st2.ema_params))
+  jax.tree.map(lambda e, a, b: np.testing.assert_allclose(e, 0.99 * a + 0.01 * b, rtol=1e-5,
+                                                          atol=1e-6), e2, e1, p2)
 
 
 def test_skipped_steps_are_counted_and_too_many_in_a_row_stop_the_run(tmp_path, data_dir):

@@ -424,12 +424,15 @@ def exact_params(config: Any, latents: Sequence[int] = (16, 32, 32)) -> tuple[in
   return count(params["dit"]), count(params["text"])
 
 
-def _cost_flops(compiled) -> float:
+def compiled_flops(compiled, required: bool = True) -> float | None:
+  """FLOPs of a compiled program by XLA's cost_analysis (None, or an error when `required`)."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
     cost = cost[0] if cost else {}
   if not cost or "flops" not in cost:
-    raise RuntimeError("XLA's cost_analysis reported no FLOPs on this backend")
+    if required:
+      raise RuntimeError("XLA's cost_analysis reported no FLOPs on this backend")
+    return None
   return float(cost["flops"])
 
 
@@ -459,7 +462,7 @@ def _compiled_flops(config: Any, latents: Sequence[int], batch: int, text_len: i
   params = _abstract_params(config, latents, depth)
   x = _abstract_inputs(config, latents, batch, text_len)
   lowered = jax.jit(fn).lower(params, x["z"], x["times"], x["tokens"], x["mask"])
-  return _cost_flops(lowered.compile())
+  return compiled_flops(lowered.compile())
 
 
 def _xla_flops(config: Any, latents: Sequence[int], batch: int, text_len: int | None,

@@ -67,6 +67,7 @@ from absl import app, flags, logging
 from flax.core import meta
 
 from vidgen import configlib
+from vidgen.bench import flops as flops_lib
 from vidgen.models import vae as vae_lib
 
 _CONFIG = flags.DEFINE_string("config", "configs/shapes/vae.py", "Config file[:arg]; its `vae`.")
@@ -177,15 +178,6 @@ def count_params(params: Any) -> int:
   return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
-def _flops(compiled) -> float | None:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older JAX: one dict per device program
-    cost = cost[0] if cost else None
-  if not cost or "flops" not in cost:
-    return None
-  return float(cost["flops"])
-
-
 def ours_autoencoder(model, params, video_shape: tuple[int, ...]):
   """(compiled fn(params, video) -> recon, flops per call or None) for encode -> mean -> decode."""
 
@@ -196,7 +188,7 @@ def ours_autoencoder(model, params, video_shape: tuple[int, ...]):
 
   compiled = jax.jit(autoencode).lower(
       params, jax.ShapeDtypeStruct(video_shape, jnp.float32)).compile()
-  return compiled, _flops(compiled)
+  return compiled, flops_lib.compiled_flops(compiled, required=False)
 
 
 # ---------------------------------------------------------------------------

@@ -29,10 +29,16 @@ Dtype = Any
 _MASKED = -1e30  # finite, so a fully masked row stays finite
 
 
-def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
-  """softmax(q k^T / sqrt(K)) v: q (..., Lq, N, K), k and v (..., Lk, N, K) -> (..., Lq, N, K)."""
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = None,
+                          scale: float | None = None) -> Array:
+  """softmax(scale q k^T) v: q (..., Lq, N, K), k and v (..., Lk, N, K) -> (..., Lq, N, K).
+
+  `scale` defaults to 1 / sqrt(K); pass 1.0 when q is already scaled.
+  """
   logits = jnp.einsum("...qnk,...snk->...nqs", q, k, preferred_element_type=jnp.float32)
-  logits = logits / math.sqrt(q.shape[-1])
+  scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+  if scale != 1.0:
+    logits = logits * scale
   if mask is not None:
     logits = jnp.where(mask, logits, _MASKED)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
@@ -51,11 +57,14 @@ class RMSNorm(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, apply_scale: bool = True) -> Array | tuple[Array, Array]:
+    """x / rms(x) * scale; with `apply_scale=False`, (x / rms(x), scale) for the caller to fold."""
     scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, self.names),
                        (x.shape[-1],), self.param_dtype)
     xf = x.astype(jnp.float32)
     y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + 1e-6)
+    if not apply_scale:
+      return y.astype(x.dtype), scale.astype(x.dtype)
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
@@ -100,8 +109,14 @@ class Attention(nn.Module):
     q = jnp.einsum("...ld,dnk->...lnk", x, wq)
     key = jnp.einsum("...ld,dnk->...lnk", context, wk)
     value = jnp.einsum("...ld,dnk->...lnk", context, wv)
+    scale = None
     if self.qk_norm:
-      q = RMSNorm(param_dtype=self.param_dtype, name="query_norm")(q)
-      key = RMSNorm(param_dtype=self.param_dtype, name="key_norm")(key)
-    out = dot_product_attention(q, key, value, mask)
+      # (q / rms q * a) . (k / rms k * b) / sqrt(K) with the per-dimension scales a, b and
+      # 1 / sqrt(K) folded into one multiply of q: the same logits, a third of the
+      # elementwise work (it is a tenth of a block's time on CPU otherwise).
+      q, q_scale = RMSNorm(param_dtype=self.param_dtype, name="query_norm")(q, apply_scale=False)
+      key, k_scale = RMSNorm(param_dtype=self.param_dtype, name="key_norm")(key, apply_scale=False)
+      q = q * (q_scale * k_scale / math.sqrt(k))
+      scale = 1.0
+    out = dot_product_attention(q, key, value, mask, scale)
     return jnp.einsum("...lnk,nkd->...ld", out, wo)

@@ -103,7 +103,10 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   opt_state = keep_if_finite(opt_state, state.opt_state)
   ema = state.ema_params
   if ema is not None:
-    ema = keep_if_finite(optax.incremental_update(params, ema, 1.0 - ema_decay), ema)
+    # Warm-up (as in t5x / timm): early on the average forgets the random init quickly.
+    step = state.step.astype(jnp.float32)
+    decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+    ema = keep_if_finite(optax.incremental_update(params, ema, 1.0 - decay), ema)
   new_state = state.replace(
       step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
       skipped=state.skipped + (~finite).astype(jnp.int32))
@@ -383,7 +386,8 @@ def train(config, workdir: str, task: Task, *,
       if (stop.requested if process_count == 1 else
           (step % t.log_every == 0 and multihost.any_process(stop.requested))):
         stopped_early = preempted = True
-      if t.picture_every and (step % t.picture_every == 0 or last) and task.pictures:
+      if t.picture_every and task.pictures and (
+          step % t.picture_every == 0 or last or (stopped_early and not preempted)):
         for name, image in task.pictures(state.eval_params(), local, eval_rng).items():
           (writer.video if np.ndim(image) == 4 else writer.picture)(step, name, image)
       # A preempted job saves and leaves at once (its grace period is short);
