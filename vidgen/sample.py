@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
+from absl.app import UsageError
 
 from vidgen import app
 
@@ -53,7 +54,7 @@ def read_prompts(prompts: Sequence[str], path: str | None) -> list[str]:
     with open(path) as f:
       out += [line.strip() for line in f if line.strip()]
   if not out:
-    raise app.UsageError("give prompts with --prompt=... or --prompts=FILE")
+    raise UsageError("give prompts with --prompt=... or --prompts=FILE")
   return out
 
 
@@ -170,7 +171,7 @@ def _progress(total: int):
 
 def main(config, workdir):
   if config.task != "dit":
-    raise app.UsageError(f"vidgen.sample needs a stage-2 (task=dit) config, got {config.task!r}")
+    raise UsageError(f"vidgen.sample needs a stage-2 (task=dit) config, got {config.task!r}")
   prompts = read_prompts(_PROMPT.value, _PROMPTS.value)
   summary = generate(
       config, workdir, prompts, _OUT.value or os.path.join(workdir, "samples"),

@@ -204,3 +204,35 @@ def test_frozen_groups_get_no_update_and_no_optimizer_state():
   assert float(jnp.abs(updates["dit"]).max()) > 0.0
   sizes = sum(x.size for x in jax.tree.leaves(state))
   assert sizes < 3 * 3 + 10  # Adam moments for "dit" only (plus counters)
+
+
+def test_a_frozen_text_encoder_warm_started_from_another_run_stays_as_loaded(trained):
+  work, common, spec, _ = trained
+  result = _run("-m", "vidgen.train", spec + ",steps=2", f"--workdir={work / 'frozen'}",
+                f"--config.text.encoder.checkpoint={work / 'dit'}",
+                "--config.text.encoder.trainable=False", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  script = (
+      "import sys, jax, numpy as np\n"
+      "from vidgen import configlib\n"
+      "from vidgen.trainers import dit, loop\n"
+      "cfg = configlib.load(sys.argv[1], {'data.data_dir': sys.argv[2]})\n"
+      "task = dit.make_task(cfg, for_inference=True)\n"
+      "a = loop.restore_for_inference(cfg, task, sys.argv[3])[1]['text']\n"
+      "b = loop.restore_for_inference(cfg, task, sys.argv[4])[1]['text']\n"
+      "same = all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))\n"
+      "print('SAME' if same else 'DIFFERENT')\n")
+  spec_path = spec.removeprefix("--config=")
+  check = _run("-c", script, spec_path, str(work / "data"), str(work / "dit"),
+               str(work / "frozen"), cwd=work)
+  assert check.returncode == 0, check.stderr[-4000:]
+  assert check.stdout.strip().splitlines()[-1] == "SAME"
+
+
+def test_sample_without_prompts_or_with_a_stage1_config_fails_clearly(tmp_path):
+  result = _run("-m", "vidgen.sample", f"--config={DIT_CONFIG}:smoke", f"--workdir={tmp_path}",
+                cwd=tmp_path)
+  assert result.returncode != 0 and "give prompts" in result.stderr
+  result = _run("-m", "vidgen.sample", f"--config={VAE_CONFIG}:smoke", f"--workdir={tmp_path}",
+                "--prompt=a red square", cwd=tmp_path)
+  assert result.returncode != 0 and "task=dit" in result.stderr

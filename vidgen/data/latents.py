@@ -24,7 +24,7 @@ import glob
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grain
@@ -161,7 +161,8 @@ class _Read:
 
 def latent_dataset(folder: str, shapes: Mapping[str, tuple[int, float]], *, seed: int = 0,
                    shuffle: bool = True, num_epochs: int | None = None,
-                   process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+                   process_index: int = 0, process_count: int = 1
+                   ) -> grain.IterDataset | Iterable[dict[str, Any]]:
   """Stage 2's batches from a latents folder.
 
   Args:
@@ -175,37 +176,36 @@ def latent_dataset(folder: str, shapes: Mapping[str, tuple[int, float]], *, seed
   Returns:
     Training (num_epochs None): an IterDataset of dicts of stacked arrays
     (mean, logvar (B, T', H', W', C), tokens, token_mask, key, gt_*) mixing
-    the shapes by weight; `iter()` it for a checkpointable iterator. A finite
-    pass (evaluation): every shape's batches one shape after another; shapes
-    the folder lacks are left out.
+    the shapes by weight; `iter()` it for a checkpointable iterator. Every
+    shape must have at least a batch of latents on this host.
+    A finite pass (evaluation): every shape's batches one shape after
+    another; shapes with less than a batch of latents are left out (with a
+    warning), and it fails only when none is left.
   """
   records = LatentRecords(folder)
   by_shape = records.indices_by_shape()
-  streams, weights = [], []
+  training = num_epochs is None
+  streams, weights, missing = [], [], []
   for key, (batch, weight) in shapes.items():
-    if key not in by_shape and num_epochs is not None and any(k in by_shape for k in shapes):
-      logging.warning("no latents of shape %s in %s; evaluating without them", key, folder)
-      continue
-    if key not in by_shape:
-      raise ValueError(f"no latents of shape {key} in {folder} (it has "
-                       f"{', '.join(sorted(by_shape)) or 'none'}); encode them with "
-                       "`prepare --mode=latents` under the same data.buckets")
-    indices = by_shape[key][process_index::process_count]
-    if len(indices) < batch and num_epochs is not None and streams:
-      logging.warning("%d latents of shape %s, fewer than a batch of %d; left out",
-                      len(indices), key, batch)
-      continue
+    indices = by_shape.get(key, np.zeros((0,), np.int64))[process_index::process_count]
     if len(indices) < batch:
-      raise ValueError(f"{len(indices)} latents of shape {key} on this host, fewer than a "
-                       f"batch of {batch}")
+      missing.append(f"{key}: {len(indices)} latents on this host, a batch is {batch}")
+      continue
     ds = grain.MapDataset.range(len(indices))
     if shuffle:
       ds = ds.shuffle(seed=seed + len(streams))
     ds = ds.repeat(num_epochs).map(_Read(records, indices)).batch(batch, drop_remainder=True)
     streams.append(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
     weights.append(weight)
+  if missing and (training or not streams):
+    raise ValueError(
+        f"too few latents in {folder} ({'; '.join(missing)}; it has shapes "
+        f"{', '.join(sorted(by_shape)) or 'none'}): encode them with `prepare --mode=latents` "
+        "under the same data.buckets")
+  for m in missing:
+    logging.warning("evaluating without latents of shape %s", m)
   if len(streams) == 1:
     return streams[0]
-  if num_epochs is not None:
+  if not training:
     return itertools.chain(*streams)
   return grain.IterDataset.mix(streams, weights)

@@ -275,7 +275,8 @@ def make_task(config, for_inference: bool = False) -> loop.Task:
   if not config.vae.checkpoint and not for_inference:
     raise ValueError("stage 2 needs a trained VAE: set vae.checkpoint to its workdir "
                      "(python -m vidgen.train --config=configs/shapes/vae.py --workdir=W)")
-  pipeline.ensure_tokenizer(config)
+  if not for_inference:
+    pipeline.ensure_tokenizer(config)  # sampling must use the tokenizer it trained with
   models = Models.from_config(config)
   cfg = config.diffusion
   frozen = ("vae", "latent") + (() if config.text.encoder.trainable else ("text",))
@@ -285,14 +286,13 @@ def make_task(config, for_inference: bool = False) -> loop.Task:
 
   def init(rng):
     r_dit, r_text, r_vae = jax.random.split(rng, 3)
-    lt = max(pt, 1)
-    z = jnp.zeros((1, lt, ph, pw, models.dit.channels), jnp.float32)
+    z = jnp.zeros((1, pt, ph, pw, models.dit.channels), jnp.float32)
     tokens = jnp.zeros((1, config.text.max_len), jnp.int32)
     mask = jnp.ones((1, config.text.max_len), bool)
     text_params = models.text.init(r_text, tokens, mask)["params"]
     emb = jnp.zeros((1, config.text.max_len, models.text.width), jnp.float32)
     return {
-        "dit": models.dit.init(r_dit, z, jnp.ones((1, lt)), emb, mask)["params"],
+        "dit": models.dit.init(r_dit, z, jnp.ones((1, pt)), emb, mask)["params"],
         "text": text_params,
         "vae": models.vae.init(r_vae, jnp.zeros((1, 1 + tf, sf, sf, 3)), r_vae)["params"],
         "latent": {"scale": jnp.ones((), jnp.float32)},
