@@ -236,3 +236,16 @@ def test_sample_without_prompts_or_with_a_stage1_config_fails_clearly(tmp_path):
   result = _run("-m", "vidgen.sample", f"--config={VAE_CONFIG}:smoke", f"--workdir={tmp_path}",
                 "--prompt=a red square", cwd=tmp_path)
   assert result.returncode != 0 and "task=dit" in result.stderr
+
+
+def test_evaluate_reports_round_trip_denoising_and_sampling_accuracy(trained):
+  work, common, spec, _ = trained
+  result = _run("-m", "vidgen.evaluate", spec, f"--workdir={work / 'dit'}", "--max_batches=1",
+                "--denoise_times=0.5", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["task"] == "dit" and report["clips"] > 0
+  for name in ("vae_round_trip", "denoise_t0.5", "samples"):
+    assert set(report[name]) == {"color", "shape", "size", "motion", "count", "all"}
+    assert all(0.0 <= v <= 1.0 for v in report[name].values())
+  assert os.path.exists(work / "dit" / "eval" / "dit_latents.png")
