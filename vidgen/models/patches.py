@@ -216,12 +216,3 @@ def unpack(tokens: np.ndarray | Array, layout: PackLayout) -> list[np.ndarray]:
     flat = tokens[layout.row[i], start:start + int(np.prod(grid))]
     out.append(flat.reshape(*grid, tokens.shape[-1]))
   return out
-
-
-def pack_per_clip(values: Sequence[np.ndarray], layout: PackLayout, fill=0) -> np.ndarray:
-  """Per-clip arrays (e.g. caption tokens (Lt,)) -> (R, max_segments, ...) by (row, segment)."""
-  first = np.asarray(values[0])
-  out = np.full((layout.rows, max(layout.max_segments, 1)) + first.shape, fill, first.dtype)
-  for i, v in enumerate(values):
-    out[layout.row[i], layout.segment[i] - 1] = v
-  return out
