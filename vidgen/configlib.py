@@ -288,7 +288,11 @@ def diffusion_config() -> ConfigDict:
       # windows, half sparse FDM unions; vidgen.diffusion.masks.fdm_subset). 0: off.
       fdm=dict(frames=0),
       sample=dict(sampler="euler",  # euler | heun (flow); ddim | dpm++2m (ddpm)
-                  steps=30, cfg=4.0, cfg_frames=1.0, shift=0.0),
+                  steps=30, cfg=4.0, cfg_frames=1.0, shift=0.0,
+                  # Long videos (vidgen.diffusion.long_video): latent frames per
+                  # sampler call (0: the longest bucket of data.buckets), the
+                  # scheme beyond it and its conditioning frames (0: half the window).
+                  window=0, scheme="autoregressive", context=0),
   ))
 
 
@@ -370,6 +374,7 @@ def _check_holdout(v):
 REMAT = ("none", "full", "dots")
 SAMPLERS = ("euler", "heun", "ddim", "dpm++2m")
 MASK_KINDS = ("none", "first", "first_k", "last_k", "first_last", "random")
+SCHEMES = ("autoregressive", "long_range", "hierarchical", "brute_force")  # long_video.SCHEMES
 
 
 def _check_variant(v):
@@ -483,6 +488,9 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "diffusion.sample.cfg": (_non_negative, "must be >= 0"),
     "diffusion.sample.cfg_frames": (_non_negative, "must be >= 0"),
     "diffusion.sample.shift": (_non_negative, "must be >= 0"),
+    "diffusion.sample.window": (_non_negative, "must be >= 0 (0: the longest bucket)"),
+    "diffusion.sample.scheme": (lambda v: v in SCHEMES, f"must be one of {SCHEMES}"),
+    "diffusion.sample.context": (_non_negative, "must be >= 0 (0: half the window)"),
 }
 
 

@@ -1,18 +1,32 @@
 """python -m vidgen.sample --config=configs/shapes/dit.py:vae=... --workdir=W --prompt="..." --out=DIR
 
-Generates videos from text with the trained stage-2 model of W (its latest
-checkpoint; `--step` for another): one mp4 per video, `samples.jsonl` (one
-line per video: file, prompt, seed and every setting, enough to reproduce
-it), a contact sheet `contact_sheet.png` and an `index.html` page in --out.
-Prompts come from repeated --prompt flags or --prompts=FILE (one per line);
-they are generated in batches of --batch with one compile per shape.
+Generates videos with the trained stage-2 model of W (its latest checkpoint;
+`--step` for another): one mp4 per video (`--gif` adds a gif),
+`samples.jsonl` (one line per video: file, prompt, seed and every setting,
+enough to reproduce it), a contact sheet `contact_sheet.png` and an
+`index.html` page in --out. Prompts come from repeated --prompt flags or
+--prompts=FILE (one per line); they are generated in batches of --batch
+(one compile per shape), each batch spread over the devices of the mesh
+and the prompt list over the processes (each writes its own videos;
+process 0 writes the shared files).
+
+Modes (--mode; vidgen.diffusion.modes): t2v; i2v --image=PNG; extend and
+extend_back --video=FILE; interpolate --image=A --image=B; stitch
+--video=A --video=B; loop. --keep sets how many latent frames of a given
+video are kept.
+
+Videos longer than the window (--window latent frames; default the
+longest training bucket) are made by a Flexible Diffusion Modeling plan
+(--scheme autoregressive | long_range | hierarchical | brute_force;
+vidgen.diffusion.long_video); --print_plan prints it and exits.
+
 With --check_shapes, each video is also checked against its Moving Shapes
 prompt from the pixels (vidgen.eval.shapes.check_prompt) and the accuracy is
 printed and written to `DIR/accuracy.json`.
 
 Sizes are in pixels (--frames must be 1 + k x the VAE's time factor, height
-and width multiples of its space factor times the patch); sizes outside the
-DiT's position tables fail with an error naming them.
+and width multiples of its space factor times the patch); a window outside
+the DiT's position tables fails with an error naming them.
 """
 
 from __future__ import annotations
@@ -29,20 +43,38 @@ from absl import flags, logging
 from absl.app import UsageError
 
 from vidgen import app
+from vidgen.eval import metrics as eval_metrics
+from vidgen.diffusion import long_video
+from vidgen.diffusion.modes import MODES
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeat for several).")
 _PROMPTS = flags.DEFINE_string("prompts", None, "A file with one prompt per line.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: W/samples).")
+_MODE = flags.DEFINE_enum("mode", "t2v", list(MODES), "Generation mode (module doc).")
+_IMAGE = flags.DEFINE_multi_string("image", [], "Image file(s) for i2v (1) and interpolate (2).")
+_VIDEO = flags.DEFINE_multi_string("video", [], "Video file(s) for extend(_back) (1), stitch (2).")
+_KEEP = flags.DEFINE_integer("keep", 1, "Latent frames kept of each given video (extend, "
+                             "extend_back, stitch) and of a loop's two ends.")
+_CONTEXT = flags.DEFINE_integer("context", None, "Conditioning frames per window of a long video "
+                                "(default: diffusion.sample.context, else half the window).")
 _FRAMES = flags.DEFINE_integer("frames", 17, "Frames per video.")
 _HEIGHT = flags.DEFINE_integer("height", 64, "Height in pixels.")
 _WIDTH = flags.DEFINE_integer("width", 64, "Width in pixels.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: diffusion.sample.steps).")
-_CFG = flags.DEFINE_float("cfg", None, "Guidance scale (default: diffusion.sample.cfg).")
+_CFG = flags.DEFINE_float("cfg", None, "Text guidance scale (default: diffusion.sample.cfg).")
+_CFG_FRAMES = flags.DEFINE_float(
+    "cfg_frames", None, "Guidance scale on the given frames (default: diffusion.sample.cfg_frames).")
 _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler (default: diffusion.sample.sampler).")
 _SHIFT = flags.DEFINE_float("shift", None, "Flow time shift (default: diffusion.sample.shift).")
+_SCHEME = flags.DEFINE_enum("scheme", None, list(long_video.SCHEMES),
+                            "Long-video scheme (default: diffusion.sample.scheme).")
+_WINDOW = flags.DEFINE_integer("window", None, "Latent frames per sampler call "
+                               "(default: diffusion.sample.window, else the longest bucket).")
+_PRINT_PLAN = flags.DEFINE_bool("print_plan", False, "Print the long-video plan and exit.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Videos generated together.")
 _FPS = flags.DEFINE_float("fps", 8.0, "Frames per second of the written videos.")
+_GIF = flags.DEFINE_bool("gif", False, "Also write a gif of each video.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _CHECK = flags.DEFINE_bool("check_shapes", False,
                            "Check each video against its Moving Shapes prompt from the pixels.")
@@ -83,62 +115,178 @@ def write_index(out: str, records: Sequence[dict], sheet: str) -> str:
   return path
 
 
+def read_media(path: str) -> np.ndarray:
+  """uint8 (T, H, W, 3) frames of an image (T = 1) or video file."""
+  from vidgen.data import video_io  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(path):
+    raise UsageError(f"no such file: {path}")
+  with open(path, "rb") as f:
+    return video_io.decode(f.read())
+
+
+class _Sharder:
+  """Puts a batch's arrays on the process's devices, split along the batch."""
+
+  def __init__(self):
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+    devices = jax.local_devices()
+    self.count = len(devices)
+    mesh = Mesh(np.asarray(devices), ("data",))
+    self._sharding = NamedSharding(mesh, PartitionSpec("data"))
+
+  def __call__(self, x):
+    return jax.device_put(jnp.asarray(x), self._sharding)
+
+
 def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: int,
-             height: int, width: int, seed: int = 0, batch: int = 8, fps: float = 8.0,
-             step: int | None = None, check_shapes: bool = False, **settings) -> dict:
-  """Writes the videos of `prompts` into `out`; returns a summary (and accuracy when checked)."""
+             height: int, width: int, mode: str = "t2v", images: Sequence[str] = (),
+             videos: Sequence[str] = (), keep: int = 1, seed: int = 0, batch: int = 8,
+             fps: float = 8.0, gif: bool = False, step: int | None = None,
+             check_shapes: bool = False, print_plan: bool = False, **settings) -> dict:
+  """Writes the videos of `prompts` into `out`; returns a summary (and accuracy when checked).
+
+  `settings` override the Generator's (sampler, steps, cfg, cfg_frames, shift,
+  window, scheme, context); None keeps the config's.
+  """
   from vidgen import viz  # pylint: disable=g-import-not-at-top
   from vidgen.data import pipeline, video_io  # pylint: disable=g-import-not-at-top
+  from vidgen.diffusion import modes  # pylint: disable=g-import-not-at-top
   from vidgen.text import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from vidgen.trainers import dit, loop  # pylint: disable=g-import-not-at-top
 
+  gen = dit.Generator.from_config(config, **settings)
+  tf = gen.time_factor
+  image_arrays = [read_media(p)[0] for p in images]
+  video_arrays = [read_media(p) for p in videos]
+  try:
+    if mode == "loop":
+      window = gen.window or modes.latent_frames(frames, tf)
+      first, second = modes.loop_lengths(frames, window, tf, keep)
+      passes = [((first, height, width), None),
+                ((second, height, width), modes.loop_canvas(
+                    np.zeros((first, height, width, 3), np.uint8), second, time_factor=tf,
+                    context=keep))]
+    else:
+      canvas = modes.build(mode, frames, height, width, time_factor=tf, context=keep,
+                           images=image_arrays, videos=video_arrays)
+      passes = [((frames, height, width), canvas)]
+    plans = []
+    for shape, cv in passes:
+      lat = gen.models.latent_grid(shape)
+      plans.append(gen.plan(lat[0], None if cv is None else cv.latent_known(tf)))
+      gen.check_shape(lat[:3])
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  if print_plan:
+    text = "\n".join(p.describe() for p in plans)
+    print(text, flush=True)
+    return {"plans": [p.to_json() for p in plans]}
+
   task = dit.make_task(config, for_inference=True)
   _, params, ckpt_step = loop.restore_for_inference(config, task, workdir, step)
-  gen = dit.Generator.from_config(config, **settings)
-  gen.check_shape(gen.models.latent_grid((frames, height, width))[:3])
   tokenizer = tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config))
   os.makedirs(out, exist_ok=True)
-  records, videos = [], []
-  progress = _progress(len(prompts))
-  for start in range(0, len(prompts), batch):
-    chunk = list(prompts[start:start + batch])
+  shard = _Sharder()
+  batch = -(-batch // shard.count) * shard.count  # a multiple of the local devices
+  pid, nproc = jax.process_index(), jax.process_count()
+  mine = list(range(len(prompts)))[pid::nproc]
+  records, videos_out = [], []
+  progress = _progress(len(mine))
+
+  def run_pass(tokens, mask, shape, canvas, seeds, salt):
+    lt, lh, lw, c = gen.models.latent_grid(shape)
+    noise = jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.key(s), salt),
+                                         (lt, lh, lw, c)) for s in seeds])
+    known_x0, known = gen.canvas_latents(params, canvas, len(seeds))
+    z = gen.sample_latents(params, shard(tokens), shard(mask), shard(noise),
+                           None if known_x0 is None else shard(known_x0), known)
+    return gen.decode_video(params, z)
+
+  for start in range(0, len(mine), batch):
+    chunk = mine[start:start + batch]
     n = len(chunk)
     padded = chunk + [chunk[-1]] * (batch - n)  # one shape, one compile
-    tokens, mask = tokenize(tokenizer, padded, config.text.max_len)
-    lt, lh, lw, c = gen.models.latent_grid((frames, height, width))
-    noise = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (lt, lh, lw, c))
-                       for i in range(batch)])
-    z = gen.latents(params, jnp.asarray(tokens), jnp.asarray(mask), noise)
-    clips = np.asarray(gen.decode(params, z))[:n]
-    for i, (prompt, clip) in enumerate(zip(chunk, clips)):
-      index = start + i
+    tokens, mask = tokenize(tokenizer, [prompts[i] for i in padded], config.text.max_len)
+    seeds = [seed + i for i in padded]
+    shape, canvas = passes[0]
+    clips = run_pass(tokens, mask, shape, canvas, seeds, 0)
+    if mode == "loop":
+      shape2 = passes[1][0]
+      canvases = [modes.loop_canvas(c, shape2[0], time_factor=tf, context=keep) for c in clips]
+      bridges = run_pass(tokens, mask, shape2, canvases, seeds, 1)
+      clips = np.stack([modes.loop_frames(c, b, cv) for c, b, cv in zip(clips, bridges, canvases)])
+    for index, clip in zip(chunk, clips[:n]):
+      prompt = prompts[index]
       name = f"{index:04d}.mp4"
       video_io.write_video(os.path.join(out, name), clip, fps)
-      record = {"file": name, "prompt": prompt, "seed": seed + index, "frames": frames,
-                "height": height, "width": width, "mode": "t2v", "sampler": gen.sampler,
-                "steps": gen.steps, "cfg": gen.cfg, "shift": gen.shift, "fps": fps,
+      if gif:
+        video_io.write_video(os.path.join(out, f"{index:04d}.gif"), clip, fps)
+      record = {"file": name, "prompt": prompt, "seed": seed + index, "frames": int(len(clip)),
+                "height": height, "width": width, "mode": mode,
+                "images": [os.path.abspath(p) for p in images],
+                "videos": [os.path.abspath(p) for p in videos], "keep": keep,
+                "sampler": gen.sampler, "steps": gen.steps, "cfg": gen.cfg,
+                "cfg_frames": gen.cfg_frames, "shift": gen.shift, "window": gen.window,
+                "scheme": gen.scheme, "context": gen.context,
+                "windows": [len(p.steps) for p in plans], "fps": fps,
                 "checkpoint": os.path.abspath(workdir), "step": int(ckpt_step)}
+      if mode == "loop":
+        record["loop"] = eval_metrics.loop_jump(clip)
       if check_shapes:
         from vidgen.eval import shapes  # pylint: disable=g-import-not-at-top
         result = shapes.check_prompt(clip, prompt)
         record["check"] = {k: v for k, v in result.items() if k != "objects"}
       records.append(record)
-      videos.append(clip)
+      videos_out.append(clip)
     progress.update(n)
   progress.close()
+  records, videos_out = _gather(out, records, videos_out, pid, nproc)
+  if pid:
+    return {"out": out, "videos": len(mine), "process": pid}
   with open(os.path.join(out, "samples.jsonl"), "w") as f:
     for r in records:
       f.write(json.dumps(r) + "\n")
-  sheet = viz.contact_sheet(videos, [r["prompt"] for r in records])
+  sheet = viz.contact_sheet(videos_out, [r["prompt"] for r in records])
   sheet.save(os.path.join(out, "contact_sheet.png"))
   index = write_index(out, records, "contact_sheet.png")
-  summary = {"out": out, "videos": len(records), "index": index, "step": int(ckpt_step)}
+  summary = {"out": out, "videos": len(records), "index": index, "step": int(ckpt_step),
+             "mode": mode}
+  if mode == "loop":
+    ratios = [r["loop"]["ratio"] for r in records]
+    summary["loop"] = {"median_ratio": float(np.median(ratios)),
+                       "seamless": float(np.mean(np.asarray(ratios) <= 1))}
   if check_shapes:
     summary["accuracy"] = shapes_accuracy(records, config.data.shapes.holdout)
     with open(os.path.join(out, "accuracy.json"), "w") as f:
       json.dump(summary["accuracy"], f, indent=2)
   logging.info("wrote %d videos to %s", len(records), out)
   return summary
+
+
+def _gather(out: str, records: list[dict], videos: list[np.ndarray], pid: int, nproc: int):
+  """All processes' records and videos, in prompt order, on process 0 (others: their own).
+
+  Each process writes its records to `samples.<pid>.jsonl`; after a barrier,
+  process 0 reads them and the videos back (a file system shared by the hosts).
+  """
+  if nproc == 1:
+    return records, videos
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  part = os.path.join(out, f"samples.{pid}.jsonl")
+  with open(part, "w") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+  multihost_utils.sync_global_devices("vidgen.sample: videos written")
+  if pid:
+    return records, videos
+  merged = []
+  for p in range(nproc):
+    path = os.path.join(out, f"samples.{p}.jsonl")
+    with open(path) as f:
+      merged += [json.loads(line) for line in f if line.strip()]
+    os.remove(path)
+  merged.sort(key=lambda r: r["file"])
+  return merged, [read_media(os.path.join(out, r["file"])) for r in merged]
 
 
 def shapes_accuracy(records: Sequence[dict], holdout: Sequence[Sequence[str]]) -> dict:
@@ -172,12 +320,15 @@ def _progress(total: int):
 def main(config, workdir):
   if config.task != "dit":
     raise UsageError(f"vidgen.sample needs a stage-2 (task=dit) config, got {config.task!r}")
-  prompts = read_prompts(_PROMPT.value, _PROMPTS.value)
+  prompts = [] if _PRINT_PLAN.value else read_prompts(_PROMPT.value, _PROMPTS.value)
   summary = generate(
       config, workdir, prompts, _OUT.value or os.path.join(workdir, "samples"),
-      frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value, seed=_SEED.value,
-      batch=_BATCH.value, fps=_FPS.value, step=_STEP.value, check_shapes=_CHECK.value,
-      sampler=_SAMPLER.value, steps=_STEPS.value, cfg=_CFG.value, shift=_SHIFT.value)
+      frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value, mode=_MODE.value,
+      images=_IMAGE.value, videos=_VIDEO.value, keep=_KEEP.value, seed=_SEED.value,
+      batch=_BATCH.value, fps=_FPS.value, gif=_GIF.value, step=_STEP.value,
+      check_shapes=_CHECK.value, print_plan=_PRINT_PLAN.value, sampler=_SAMPLER.value,
+      steps=_STEPS.value, cfg=_CFG.value, cfg_frames=_CFG_FRAMES.value, shift=_SHIFT.value,
+      window=_WINDOW.value, scheme=_SCHEME.value, context=_CONTEXT.value)
   print(json.dumps(summary), flush=True)
 
 

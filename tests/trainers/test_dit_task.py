@@ -104,6 +104,43 @@ def test_prompts_and_sample_write_videos_records_and_accuracy(trained):
   assert result.returncode != 0 and "position tables" in result.stderr
 
 
+def test_sample_modes_long_videos_and_plans_from_the_command_line(trained):
+  work, common, spec, _ = trained
+  from vidgen.data import video_io  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  image = work / "first.png"
+  video_io.write_video(image, rng.integers(0, 256, (1, 40, 40, 3), dtype=np.uint8), 8)
+  clip = work / "clip.mp4"
+  video_io.write_video(clip, rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8), 8)
+  base = [spec, f"--workdir={work / 'dit'}", "--prompt=a small blue circle moving up",
+          "--height=32", "--width=32", "--batch=1", *common]
+  cases = {
+      "i2v": ["--mode=i2v", f"--image={image}", "--frames=5"],
+      "loop": ["--mode=loop", "--frames=9", "--window=3", "--gif"],
+      "extend": ["--mode=extend", f"--video={clip}", "--frames=17", "--keep=2",
+                 "--scheme=hierarchical", "--window=3", "--context=1"],
+  }
+  for name, flags_ in cases.items():
+    out = work / f"mode_{name}"
+    result = _run("-m", "vidgen.sample", *base, *flags_, f"--out={out}", cwd=work)
+    assert result.returncode == 0, (name, result.stderr[-4000:])
+    record = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert record["mode"] == name and (out / record["file"]).exists()
+    assert len(video_io.decode((out / record["file"]).read_bytes())) == record["frames"]
+  assert (work / "mode_loop" / "0000.gif").exists()
+  loop = json.loads((work / "mode_loop" / "samples.jsonl").read_text())
+  assert loop["frames"] == 9 and set(loop["loop"]) == {"jump", "median_step", "ratio"}
+  extend = json.loads((work / "mode_extend" / "samples.jsonl").read_text())
+  assert extend["scheme"] == "hierarchical" and extend["windows"][0] > 1
+  # The plan alone, no checkpoint needed; a mode without its input fails clearly.
+  result = _run("-m", "vidgen.sample", spec, f"--workdir={work / 'none'}", "--print_plan",
+                "--frames=33", "--window=3", "--scheme=long_range", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "long_range: 9 frames, window 3" in result.stdout
+  result = _run("-m", "vidgen.sample", *base, "--mode=i2v", f"--out={work / 'bad'}", cwd=work)
+  assert result.returncode != 0 and "takes 1 image" in result.stderr
+
+
 def test_stage2_without_a_vae_fails_clearly(tmp_path):
   result = _run("-m", "vidgen.train", f"--config={DIT_CONFIG}:smoke",
                 f"--workdir={tmp_path / 'w'}", f"--config.data.data_dir={tmp_path / 'data'}",

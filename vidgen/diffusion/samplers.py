@@ -101,6 +101,34 @@ def guided(model_fn: Callable[[Array, Array, bool], Array], scale: float) -> Mod
   return fn
 
 
+def guided_frames(model_fn: Callable[[Array, Array, bool], Array], diffusion: flow.Diffusion,
+                  text_scale: float, frames_scale: float, known: Array, known_x0: Array,
+                  noise: Array) -> ModelFn:
+  """Guidance with separate scales for the text and the known frames (`cfg_combine3`).
+
+  The prediction without the frames treats them as frames to generate: at
+  the sampler's time t they are noised along the trajectory's own `noise`
+  and get time t, as in training without a mask. Three model calls per
+  step; with frames_scale 1 use `guided` (two calls).
+
+  Args:
+    model_fn: model_fn(x_t, t_frames, cond) (cond: use the caption).
+    diffusion: the noise process (for noising the known frames).
+    text_scale, frames_scale: the scales of cfg_combine3.
+    known: bool (B, T) known frames; known_x0 their clean values (B, T, ...).
+    noise: the sampler's starting noise (B, T, ...).
+  """
+  known_x = flow.expand_to(known, noise)
+
+  def fn(x_t, t_frames):
+    t = jnp.broadcast_to(jnp.max(t_frames, axis=1, keepdims=True), t_frames.shape)  # B T
+    x_free = jnp.where(known_x, diffusion.noisy(known_x0.astype(x_t.dtype), noise, t), x_t)
+    return cfg_combine3(model_fn(x_t, t_frames, True), model_fn(x_t, t_frames, False),
+                        model_fn(x_free, t, False), text_scale, frames_scale)
+
+  return fn
+
+
 def sample(diffusion: flow.Diffusion, model_fn: ModelFn, noise: Array, *, sampler: str,
            steps: int, known_x0: Array | None = None, known: Array | None = None,
            shift: float = 0.0) -> Array:

@@ -202,3 +202,17 @@ def side_by_side(originals, recons, max_clips: int = 8, max_frames: int = 8,
         grid[y:y + h, x:x + w] = row[f]
       y += h + GAP
   return grid
+
+
+def loop_jump(video: np.ndarray) -> dict:
+  """How seamless a loop is: the jump from its last frame to its first against its steps.
+
+  Mean absolute pixel difference (0-255) of frame t + 1 and t for every t,
+  and of frame 0 after the last; `ratio` = jump / median step (<= 1: the
+  wrap is no larger than a typical step).
+  """
+  v = np.asarray(video, np.float32)
+  steps = np.abs(np.diff(v, axis=0)).mean(axis=(1, 2, 3))
+  jump = float(np.abs(v[0] - v[-1]).mean())
+  median = float(np.median(steps))
+  return {"jump": jump, "median_step": median, "ratio": jump / max(median, 1e-6)}

@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from vidgen.data import buckets as buckets_lib
 from vidgen.data import latents as latents_lib
 from vidgen.data import pipeline
-from vidgen.diffusion import flow, masks, samplers
+from vidgen.diffusion import flow, long_video, masks, modes, samplers
 from vidgen.eval import metrics as eval_metrics
 from vidgen.models import dit as dit_lib
 from vidgen.models import patches as patches_lib
@@ -160,39 +161,67 @@ def evaluate(params, batch, rng, *, models: Models, cfg):
 
 @dataclasses.dataclass(frozen=True)
 class Generator:
-  """Prompts -> videos with a trained stage-2 model.
+  """Prompts (and given frames) -> videos with a trained stage-2 model.
+
+  A video of T' latent frames is made in one window when T' <= `window` (or
+  `window` is 0, or the scheme is brute_force), else by a Flexible Diffusion
+  Modeling plan of windows (vidgen.diffusion.long_video); given frames (a
+  modes.Canvas) are encoded by the VAE and held fixed. Plans count patch
+  frames (latent frames / the DiT's temporal patch); positions are relative
+  to each window's first frame.
 
   Attributes:
     models: the stage-2 modules.
     sampler: euler | heun (flow), ddim | dpm++2m (ddpm).
     steps: sampler steps.
     cfg: classifier-free guidance scale on the text (1: no guidance).
+    cfg_frames: guidance scale on the given frames (1: none; else three
+      model calls per step, samplers.guided_frames).
     shift: flow time-grid shift (0: none).
+    window: latent frames per sampler call for long videos (0: all at once).
+    scheme: long_video scheme for videos longer than the window.
+    context: conditioning frames per window (autoregressive, long_range;
+      None: half the window).
   """
 
   models: Models
   sampler: str = "euler"
   steps: int = 30
   cfg: float = 4.0
+  cfg_frames: float = 1.0
   shift: float = 0.0
+  window: int = 0
+  scheme: str = "autoregressive"
+  context: int | None = None
 
   @classmethod
   def from_config(cls, config, models: Models | None = None, **overrides) -> "Generator":
     s = config.diffusion.sample
-    kw = dict(sampler=s.sampler, steps=int(s.steps), cfg=float(s.cfg), shift=float(s.shift))
+    models = models or Models.from_config(config)
+    kw = dict(sampler=s.sampler, steps=int(s.steps), cfg=float(s.cfg),
+              cfg_frames=float(s.cfg_frames), shift=float(s.shift),
+              window=int(s.window) or default_window(config, models), scheme=s.scheme,
+              context=int(s.context) or None)
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    return cls(models or Models.from_config(config), **kw)
+    return cls(models, **kw)
+
+  @property
+  def time_factor(self) -> int:
+    return vae_lib.time_factor(self.models.vae)
 
   def check_shape(self, latent_thw: tuple[int, int, int]) -> None:
-    """Raises ValueError, naming the limits, for a size outside the position tables."""
+    """Raises ValueError, naming the limits, for a window outside the position tables."""
     d = self.models.dit
-    patches_lib.check_grid(patches_lib.grid_shape(latent_thw, d.patch), d.max_frames,
+    t, h, w = latent_thw
+    if self.window and self.scheme != "brute_force":
+      t = min(t, self.window)
+    patches_lib.check_grid(patches_lib.grid_shape((t, h, w), d.patch), d.max_frames,
                            d.max_height, d.max_width)
 
   @functools.partial(jax.jit, static_argnums=(0,))
   def latents(self, params, tokens, token_mask, noise, known_x0=None, known=None,
               frame_index=None):
-    """Scaled latents (B, T', H', W', C) from noise of that shape (jitted per shape)."""
+    """Scaled latents (B, T', H', W', C) from noise of that shape: one window (jitted per shape)."""
     m = self.models
     text, tmask = m.encode_text(params, tokens, token_mask)
     b, lt = tokens.shape
@@ -203,9 +232,20 @@ class Generator:
       emb, mask = (text, tmask) if cond else (null_text, null_mask)
       return m.dit.apply({"params": params["dit"]}, x_t, t_frames, emb, mask, frame_index)
 
-    fn = samplers.guided(model_fn, self.cfg)
+    if known is not None and self.cfg_frames != 1:
+      fn = samplers.guided_frames(model_fn, m.diffusion, self.cfg, self.cfg_frames, known,
+                                  known_x0, noise)
+    else:
+      fn = samplers.guided(model_fn, self.cfg)
     return samplers.sample(m.diffusion, fn, noise, sampler=self.sampler, steps=self.steps,
                            known_x0=known_x0, known=known, shift=self.shift)
+
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def encode(self, params, video):
+    """uint8 videos (B, T, H, W, 3) -> scaled posterior means (B, T', H', W', C)."""
+    vae = self.models.vae
+    (mean, _), _ = vae.apply({"params": params["vae"]}, to_float(video), method=vae.encode)
+    return mean * params["latent"]["scale"]
 
   @functools.partial(jax.jit, static_argnums=(0,))
   def decode(self, params, z):
@@ -214,16 +254,110 @@ class Generator:
     y, _ = vae.apply({"params": params["vae"]}, z / params["latent"]["scale"], method=vae.decode)
     return to_uint8(y)
 
-  def generate(self, params, tokens, token_mask, shape: tuple[int, int, int], rng) -> np.ndarray:
-    """Text-to-video: uint8 (B, T, H, W, 3) videos of pixel `shape` (T, H, W)."""
+  def decode_video(self, params, z) -> np.ndarray:
+    """Like `decode`, but latents longer than the window are decoded a window at a time."""
+    chunk = self.window or z.shape[1]
+    if z.shape[1] <= chunk:
+      return np.asarray(self.decode(params, z))
+    y = vae_lib.decode_chunked(self.models.vae, params["vae"], z / params["latent"]["scale"],
+                               chunk)
+    return np.asarray(to_uint8(y))
+
+  def plan(self, latent_frames: int, known: np.ndarray | None = None) -> long_video.Plan:
+    """The plan (in patch frames) for a video of `latent_frames` latent frames."""
+    pt = self.models.dit.patch[0]
+    if latent_frames % pt:
+      raise ValueError(f"{latent_frames} latent frames do not split into temporal patches "
+                       f"of {pt}")
+    n = latent_frames // pt
+    given = () if known is None else tuple(int(i) for i in np.flatnonzero(
+        np.asarray(known, bool).reshape(n, pt).all(axis=1)))
+    window = self.window // pt if self.window else n
+    if self.scheme == "brute_force" or n <= window:
+      return long_video.make_plan("brute_force", n, n, known=given)
+    return long_video.make_plan(self.scheme, n, window, known=given, context=self.context,
+                                max_span=self.models.dit.max_frames)
+
+  def sample_latents(self, params, tokens, token_mask, noise, known_x0=None, known=None,
+                     progress=None) -> jax.Array:
+    """Scaled latents (B, T', H', W', C) of any length from noise of that shape.
+
+    Args:
+      params, tokens, token_mask: as `latents`.
+      noise: (B, T', H', W', C) starting noise of the whole video.
+      known_x0: (B, T', H', W', C) scaled latents of the given frames.
+      known: bool (T',) given latent frames (a temporal patch counts as given
+        only when all its frames are).
+      progress: called with (step index, long_video.Step) after each window.
+    """
+    b, t = noise.shape[:2]
+    pt = self.models.dit.patch[0]
+    plan = self.plan(t, known)
+    self.check_shape(noise.shape[1:4] if len(plan.steps) <= 1 else
+                     (plan.window * pt,) + tuple(noise.shape[2:4]))
+    if known_x0 is None:
+      known_x0 = jnp.zeros_like(noise)
+    grouped = lambda x: x.reshape((b, -1, pt) + x.shape[2:])  # B T/pt pt H W C
+
+    def window_fn(x_win, cond, pos, i):
+      frames = np.asarray(plan.steps[i].frames)
+      w = len(frames) * pt
+      lat = lambda x: x.reshape((b, w) + x.shape[3:])
+      frame_index = (pos[:, None] * pt + np.arange(pt)).reshape(-1)
+      out = self.latents(params, tokens, token_mask, lat(grouped(noise)[:, frames]), lat(x_win),
+                         jnp.broadcast_to(jnp.repeat(jnp.asarray(cond), pt), (b, w)),
+                         jnp.broadcast_to(jnp.asarray(frame_index, jnp.int32), (b, w)))
+      return grouped(out)
+
+    z = long_video.run(plan, window_fn, grouped(jnp.asarray(known_x0, noise.dtype)),
+                       progress=progress)
+    return jnp.reshape(z, noise.shape)
+
+  def generate(self, params, tokens, token_mask, shape: tuple[int, int, int], rng,
+               canvas=None, progress=None) -> np.ndarray:
+    """uint8 (B, T, H, W, 3) videos of pixel `shape` (T, H, W); `canvas`: the given frames."""
     lt, lh, lw, c = self.models.latent_grid(shape)
     self.check_shape((lt, lh, lw))
     noise = jax.random.normal(rng, (tokens.shape[0], lt, lh, lw, c), jnp.float32)
-    return np.asarray(self.decode(params, self.latents(params, tokens, token_mask, noise)))
+    known_x0, known = self.canvas_latents(params, canvas, tokens.shape[0])
+    z = self.sample_latents(params, tokens, token_mask, noise, known_x0, known, progress)
+    return self.decode_video(params, z)
+
+  def canvas_latents(self, params, canvas, batch: int):
+    """(known_x0 (B, T', H', W', C), known (T',)) of given frames, or (None, None).
+
+    `canvas`: a modes.Canvas for every video of the batch, a sequence of B
+    canvases with the same given frames, or None.
+    """
+    if canvas is None:
+      return None, None
+    canvases = [canvas] * batch if isinstance(canvas, modes.Canvas) else list(canvas)
+    given = canvases[0].given
+    if len(canvases) != batch or any(not np.array_equal(c.given, given) for c in canvases):
+      raise ValueError(f"need {batch} canvases with the same given frames")
+    if not given.any():
+      return None, None
+    pixels = np.stack([c.pixels for c in canvases])
+    return self.encode_video(params, pixels), canvases[0].latent_known(self.time_factor)
+
+  def encode_video(self, params, video) -> jax.Array:
+    """Like `encode`, but videos longer than the window are encoded a window at a time."""
+    n = modes.latent_frames(video.shape[1], self.time_factor)
+    if not self.window or n <= self.window:
+      return self.encode(params, jnp.asarray(video))
+    mean, _ = vae_lib.encode_chunked(self.models.vae, params["vae"], to_float(jnp.asarray(video)),
+                                     self.window)
+    return mean * params["latent"]["scale"]
 
 
 # ---------------------------------------------------------------------------
 # Data and the task.
+
+
+def default_window(config, models: Models) -> int:
+  """Latent frames of the longest clip shape of data.buckets (what the DiT trained on)."""
+  return max(models.latent_grid(b.shape)[0]
+             for b in buckets_lib.parse_buckets(config.data.buckets))
 
 
 def uses_cached_latents(config) -> bool:
@@ -232,7 +366,6 @@ def uses_cached_latents(config) -> bool:
 
 def latent_shapes(config, models: Models, process_count: int) -> dict[str, tuple[int, float]]:
   """Latent shape "T'xH'xW'" -> (per-host batch, weight) for each bucket of data.buckets."""
-  from vidgen.data import buckets as buckets_lib  # pylint: disable=g-import-not-at-top
   out = {}
   bks = buckets_lib.parse_buckets(config.data.buckets)
   for b, size in zip(bks, pipeline.per_host_sizes(bks, process_count)):
@@ -270,6 +403,23 @@ def _latent_std(config, models: Models, params) -> float:
   return float(np.std(np.concatenate([m.ravel() for m in means])))
 
 
+def init_params(models: Models, max_len: int, rng) -> dict[str, Any]:
+  """Fresh (boxed) params {dit, text, vae, latent} of stage 2; captions of `max_len` tokens."""
+  tf, sf = vae_lib.time_factor(models.vae), vae_lib.space_factor(models.vae)
+  pt, ph, pw = models.dit.patch
+  r_dit, r_text, r_vae = jax.random.split(rng, 3)
+  z = jnp.zeros((1, pt, ph, pw, models.dit.channels), jnp.float32)
+  tokens = jnp.zeros((1, max_len), jnp.int32)
+  mask = jnp.ones((1, max_len), bool)
+  emb = jnp.zeros((1, max_len, models.text.width), jnp.float32)
+  return {
+      "dit": models.dit.init(r_dit, z, jnp.ones((1, pt)), emb, mask)["params"],
+      "text": models.text.init(r_text, tokens, mask)["params"],
+      "vae": models.vae.init(r_vae, jnp.zeros((1, 1 + tf, sf, sf, 3)), r_vae)["params"],
+      "latent": {"scale": jnp.ones((), jnp.float32)},
+  }
+
+
 def make_task(config, for_inference: bool = False) -> loop.Task:
   """Stage 2 as a Task; `for_inference`: to restore a trained model (no VAE checkpoint needed)."""
   if not config.vae.checkpoint and not for_inference:
@@ -281,22 +431,7 @@ def make_task(config, for_inference: bool = False) -> loop.Task:
   cfg = config.diffusion
   frozen = ("vae", "latent") + (() if config.text.encoder.trainable else ("text",))
   trainable = tuple(k for k in ("dit", "text") if k not in frozen)
-  tf, sf = vae_lib.time_factor(models.vae), vae_lib.space_factor(models.vae)
-  pt, ph, pw = models.dit.patch
-
-  def init(rng):
-    r_dit, r_text, r_vae = jax.random.split(rng, 3)
-    z = jnp.zeros((1, pt, ph, pw, models.dit.channels), jnp.float32)
-    tokens = jnp.zeros((1, config.text.max_len), jnp.int32)
-    mask = jnp.ones((1, config.text.max_len), bool)
-    text_params = models.text.init(r_text, tokens, mask)["params"]
-    emb = jnp.zeros((1, config.text.max_len, models.text.width), jnp.float32)
-    return {
-        "dit": models.dit.init(r_dit, z, jnp.ones((1, pt)), emb, mask)["params"],
-        "text": text_params,
-        "vae": models.vae.init(r_vae, jnp.zeros((1, 1 + tf, sf, sf, 3)), r_vae)["params"],
-        "latent": {"scale": jnp.ones((), jnp.float32)},
-    }
+  init = functools.partial(init_params, models, int(config.text.max_len))
 
   def pretrained(params):
     from vidgen.trainers import vae as vae_task  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,136 @@
+"""Generation with a random tiny stage-2 model: every mode keeps its given frames, long videos."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.core import meta
+
+from vidgen import configlib
+from vidgen.diffusion import long_video, modes
+from vidgen.trainers import dit as dit_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DIT_CONFIG = os.path.join(ROOT, "configs/shapes/dit.py")
+LEN = 8  # caption tokens
+
+
+@pytest.fixture(scope="module")
+def model():
+  config = configlib.load(DIT_CONFIG + ":smoke")
+  config.unlock()
+  config.text.max_len = LEN
+  config.lock()
+  models = dit_task.Models.from_config(config, vocab_size=32)
+  params = meta.unbox(dit_task.init_params(models, LEN, jax.random.key(0)))
+  params["latent"]["scale"] = jnp.asarray(0.5)
+  # The DiT's zero-initialised output layers would predict 0 everywhere: move every weight.
+  leaves, tree = jax.tree.flatten(params["dit"])
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params["dit"] = jax.tree.unflatten(
+      tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 32, (2, LEN)), jnp.int32)
+  mask = jnp.arange(LEN)[None] < jnp.asarray([[5], [8]])
+  gen = dit_task.Generator.from_config(config, models, steps=2, cfg=2.0)
+  return config, gen, params, tokens, mask
+
+
+def _rng_video(frames, seed, h=32, w=32):
+  return np.random.default_rng(seed).integers(0, 256, (frames, h, w, 3), dtype=np.uint8)
+
+
+def test_the_default_window_is_the_longest_training_bucket(model):
+  _, gen, *_ = model
+  assert gen.window == 2  # smoke buckets 5x32x32 and 5x16x48: 2 latent frames each
+  assert gen.scheme == "autoregressive" and gen.time_factor == 4
+
+
+@pytest.mark.parametrize("mode", ["i2v", "extend", "extend_back", "interpolate", "stitch"])
+def test_every_mode_keeps_its_given_latent_frames_exactly(model, mode):
+  _, gen, params, tokens, mask = model
+  gen = dataclasses.replace(gen, window=0)  # one window: the modes alone
+  images = [_rng_video(1, 1)[0], _rng_video(1, 2)[0]][:modes.INPUTS[mode][0]]
+  videos = [_rng_video(9, 3), _rng_video(9, 4)][:modes.INPUTS[mode][1]]
+  canvas = modes.build(mode, 13, 32, 32, time_factor=4, images=images, videos=videos)
+  known_x0, known = gen.canvas_latents(params, canvas, 2)
+  assert known.any() and not known.all()
+  noise = jax.random.normal(jax.random.key(1), known_x0.shape)
+  z = gen.sample_latents(params, tokens, mask, noise, known_x0, known)
+  np.testing.assert_array_equal(np.asarray(z)[:, known], np.asarray(known_x0)[:, known])
+  assert not np.allclose(np.asarray(z)[:, ~known], np.asarray(known_x0)[:, ~known])
+  video = gen.decode_video(params, z)
+  assert video.shape == (2, 13, 32, 32, 3) and video.dtype == np.uint8
+
+
+def test_i2v_decodes_the_first_frame_as_the_vae_round_trip_of_the_image(model):
+  _, gen, params, tokens, mask = model
+  image = _rng_video(1, 5)[0]
+  canvas = modes.build("i2v", 9, 32, 32, time_factor=4, images=[image])
+  video = gen.generate(params, tokens, mask, (9, 32, 32), jax.random.key(2), canvas=canvas)
+  round_trip = gen.decode(params, gen.encode(params, jnp.asarray(image)[None, None]))
+  np.testing.assert_array_equal(video[:, 0], np.broadcast_to(np.asarray(round_trip)[0, 0],
+                                                              video[:, 0].shape))
+
+
+def test_the_same_seed_gives_the_same_video_and_another_seed_another(model):
+  _, gen, params, tokens, mask = model
+  a = gen.generate(params, tokens, mask, (9, 32, 32), jax.random.key(7))
+  b = gen.generate(params, tokens, mask, (9, 32, 32), jax.random.key(7))
+  c = gen.generate(params, tokens, mask, (9, 32, 32), jax.random.key(8))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+def test_an_unseen_size_runs_and_one_beyond_the_tables_fails_naming_them(model):
+  _, gen, params, tokens, mask = model
+  video = gen.generate(params, tokens, mask, (5, 48, 80), jax.random.key(0))  # never trained
+  assert video.shape == (2, 5, 48, 80, 3)
+  with pytest.raises(ValueError, match="position tables"):
+    gen.generate(params, tokens, mask, (5, 32, 8 * 2 * 9), jax.random.key(0))  # 9 > 8 columns
+  brute = dataclasses.replace(gen, scheme="brute_force")
+  with pytest.raises(ValueError, match="position tables"):
+    brute.generate(params, tokens, mask, (1 + 4 * 16, 32, 32), jax.random.key(0))  # 17 > 16
+
+
+@pytest.mark.parametrize("scheme", long_video.SCHEMES)
+def test_long_videos_follow_the_plan_of_every_scheme(model, scheme):
+  _, gen, params, tokens, mask = model
+  gen = dataclasses.replace(gen, scheme=scheme, window=3, context=1)
+  calls = []
+  video = gen.generate(params, tokens, mask, (1 + 4 * 8, 32, 32), jax.random.key(3),
+                       progress=lambda i, step: calls.append(step))
+  plan = gen.plan(9)
+  assert video.shape == (2, 33, 32, 32, 3)
+  assert calls == list(plan.steps)
+  assert len(plan.steps) == (1 if scheme == "brute_force" else len(calls)) and len(calls) >= 1
+  if scheme != "brute_force":
+    assert len(calls) > 1 and all(len(s.frames) == 3 for s in calls)
+
+
+def test_a_long_extension_keeps_the_given_frames(model):
+  _, gen, params, tokens, mask = model
+  gen = dataclasses.replace(gen, window=3, context=1)
+  canvas = modes.build("extend", 25, 32, 32, time_factor=4, context=2, videos=[_rng_video(9, 6)])
+  known_x0, known = gen.canvas_latents(params, canvas, 2)
+  assert known.tolist() == [True, True] + [False] * 5
+  noise = jax.random.normal(jax.random.key(4), known_x0.shape)
+  z = gen.sample_latents(params, tokens, mask, noise, known_x0, known)
+  np.testing.assert_array_equal(np.asarray(z)[:, :2], np.asarray(known_x0)[:, :2])
+  assert gen.plan(7, known).known == (0, 1)
+
+
+def test_guidance_on_the_given_frames_changes_the_sample_but_not_the_given_frames(model):
+  _, gen, params, tokens, mask = model
+  canvas = modes.build("i2v", 9, 32, 32, time_factor=4, images=[_rng_video(1, 9)[0]])
+  known_x0, known = gen.canvas_latents(params, canvas, 2)
+  noise = jax.random.normal(jax.random.key(5), known_x0.shape)
+  plain = gen.sample_latents(params, tokens, mask, noise, known_x0, known)
+  framed = dataclasses.replace(gen, cfg_frames=2.0)
+  guided = framed.sample_latents(params, tokens, mask, noise, known_x0, known)
+  np.testing.assert_array_equal(np.asarray(guided)[:, 0], np.asarray(known_x0)[:, 0])
+  assert not np.allclose(np.asarray(guided), np.asarray(plain))
