@@ -291,8 +291,10 @@ def diffusion_config() -> ConfigDict:
                   steps=30, cfg=4.0, cfg_frames=1.0, shift=0.0,
                   # Long videos (vidgen.diffusion.long_video): latent frames per
                   # sampler call (0: the longest bucket of data.buckets), the
-                  # scheme beyond it and its conditioning frames (0: half the window).
-                  window=0, scheme="autoregressive", context=0),
+                  # scheme beyond it, its conditioning frames (0: half the window)
+                  # and the span a window may reach over (0: the position table;
+                  # set it to the clip length the DiT trained on).
+                  window=0, scheme="autoregressive", context=0, max_span=0),
   ))
 
 
@@ -491,6 +493,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "diffusion.sample.window": (_non_negative, "must be >= 0 (0: the longest bucket)"),
     "diffusion.sample.scheme": (lambda v: v in SCHEMES, f"must be one of {SCHEMES}"),
     "diffusion.sample.context": (_non_negative, "must be >= 0 (0: half the window)"),
+    "diffusion.sample.max_span": (_non_negative, "must be >= 0 (0: the position table)"),
 }
 
 

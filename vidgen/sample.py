@@ -70,6 +70,8 @@ _SCHEME = flags.DEFINE_enum("scheme", None, list(long_video.SCHEMES),
                             "Long-video scheme (default: diffusion.sample.scheme).")
 _WINDOW = flags.DEFINE_integer("window", None, "Latent frames per sampler call "
                                "(default: diffusion.sample.window, else the longest bucket).")
+_MAX_SPAN = flags.DEFINE_integer("max_span", None, "Latent frames a window may span "
+                                 "(default: diffusion.sample.max_span, else the position table).")
 _PRINT_PLAN = flags.DEFINE_bool("print_plan", False, "Print the long-video plan and exit.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first video; video i uses seed + i.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Videos generated together.")
@@ -125,7 +127,11 @@ def read_media(path: str) -> np.ndarray:
 
 
 class _Sharder:
-  """Puts a batch's arrays on the process's devices, split along the batch."""
+  """Puts a batch's arrays on the process's devices, split along the batch.
+
+  Each process samples its own prompts with the whole model on its devices,
+  so no step waits on another host.
+  """
 
   def __init__(self):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
@@ -133,9 +139,17 @@ class _Sharder:
     self.count = len(devices)
     mesh = Mesh(np.asarray(devices), ("data",))
     self._sharding = NamedSharding(mesh, PartitionSpec("data"))
+    self._replicated = NamedSharding(mesh, PartitionSpec())
 
   def __call__(self, x):
     return jax.device_put(jnp.asarray(x), self._sharding)
+
+  def local_params(self, params):
+    """The model on this process's devices (replicated); gathered first from a multi-process mesh."""
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      params = multihost_utils.process_allgather(params, tiled=True)
+    return jax.device_put(params, self._replicated)
 
 
 def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: int,
@@ -146,7 +160,7 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
   """Writes the videos of `prompts` into `out`; returns a summary (and accuracy when checked).
 
   `settings` override the Generator's (sampler, steps, cfg, cfg_frames, shift,
-  window, scheme, context); None keeps the config's.
+  window, scheme, context, max_span); None keeps the config's.
   """
   from vidgen import viz  # pylint: disable=g-import-not-at-top
   from vidgen.data import pipeline, video_io  # pylint: disable=g-import-not-at-top
@@ -187,6 +201,7 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
   tokenizer = tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config))
   os.makedirs(out, exist_ok=True)
   shard = _Sharder()
+  params = shard.local_params(params)
   batch = -(-batch // shard.count) * shard.count  # a multiple of the local devices
   pid, nproc = jax.process_index(), jax.process_count()
   mine = list(range(len(prompts)))[pid::nproc]
@@ -202,6 +217,7 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
                            None if known_x0 is None else shard(known_x0), known)
     return gen.decode_video(params, z)
 
+  lt_total = gen.models.latent_grid((frames, height, width))[0]
   for start in range(0, len(mine), batch):
     chunk = mine[start:start + batch]
     n = len(chunk)
@@ -227,15 +243,18 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
                 "videos": [os.path.abspath(p) for p in videos], "keep": keep,
                 "sampler": gen.sampler, "steps": gen.steps, "cfg": gen.cfg,
                 "cfg_frames": gen.cfg_frames, "shift": gen.shift, "window": gen.window,
-                "scheme": gen.scheme, "context": gen.context,
+                "scheme": gen.scheme, "context": gen.context, "max_span": gen.span,
                 "windows": [len(p.steps) for p in plans], "fps": fps,
                 "checkpoint": os.path.abspath(workdir), "step": int(ckpt_step)}
       if mode == "loop":
         record["loop"] = eval_metrics.loop_jump(clip)
+      elif canvas is not None and canvas.given.any():
+        # How faithfully the given frames come back (VAE round trip): PSNR in dB.
+        record["given_psnr"] = float(eval_metrics.psnr(
+            clip[None, canvas.given], canvas.pixels[None, canvas.given])[0])
       if check_shapes:
-        from vidgen.eval import shapes  # pylint: disable=g-import-not-at-top
-        result = shapes.check_prompt(clip, prompt)
-        record["check"] = {k: v for k, v in result.items() if k != "objects"}
+        window_frames = 1 + tf * ((gen.window or lt_total) - 1)
+        record.update(check_video(clip, prompt, window_frames))
       records.append(record)
       videos_out.append(clip)
     progress.update(n)
@@ -251,6 +270,8 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
   index = write_index(out, records, "contact_sheet.png")
   summary = {"out": out, "videos": len(records), "index": index, "step": int(ckpt_step),
              "mode": mode}
+  if any("given_psnr" in r for r in records):
+    summary["given_psnr"] = float(np.mean([r["given_psnr"] for r in records]))
   if mode == "loop":
     ratios = [r["loop"]["ratio"] for r in records]
     summary["loop"] = {"median_ratio": float(np.median(ratios)),
@@ -289,15 +310,37 @@ def _gather(out: str, records: list[dict], videos: list[np.ndarray], pid: int, n
   return merged, [read_media(os.path.join(out, r["file"])) for r in merged]
 
 
+CHECK_KEYS = ("color", "shape", "size", "motion", "count", "all")
+
+
+def check_video(clip: np.ndarray, prompt: str, chunk: int) -> dict:
+  """{"check": ...} of a video against its prompt; longer than `chunk` frames also per chunk.
+
+  A long video is cut into chunks of `chunk` frames overlapping by one (the
+  window's length in pixels); "every_chunk" says whether each attribute is
+  right in every chunk (the object keeps its colour, shape, size and motion
+  over the whole video), "chunks" the fraction of chunks where it is.
+  """
+  from vidgen.eval import shapes  # pylint: disable=g-import-not-at-top
+  strip = lambda result: {k: result[k] for k in CHECK_KEYS}
+  out = {"check": strip(shapes.check_prompt(clip, prompt))}
+  if len(clip) > chunk > 1:
+    parts = [strip(shapes.check_prompt(clip[s:s + chunk], prompt))
+             for s in range(0, len(clip) - chunk + 1, chunk - 1)]
+    out["chunks"] = {k: float(np.mean([p[k] for p in parts])) for k in CHECK_KEYS}
+    out["every_chunk"] = {k: bool(all(p[k] for p in parts)) for k in CHECK_KEYS}
+  return out
+
+
 def shapes_accuracy(records: Sequence[dict], holdout: Sequence[Sequence[str]]) -> dict:
   """Per-attribute accuracy of checked records: all, seen and held-out compositions.
 
   A prompt is a held-out composition when one of its objects is a (colour,
-  shape) pair of `holdout` (kept out of training).
+  shape) pair of `holdout` (kept out of training). Long videos add
+  "every_chunk": the fraction of videos right in every chunk (check_video).
   """
   from vidgen.data import moving_shapes  # pylint: disable=g-import-not-at-top
   pairs = {tuple(p) for p in holdout}
-  keys = ("color", "shape", "size", "motion", "count", "all")
 
   def held_out(prompt):
     return any((o["color"], o["shape"]) in pairs for o in moving_shapes.parse_caption(prompt))
@@ -307,8 +350,12 @@ def shapes_accuracy(records: Sequence[dict], holdout: Sequence[Sequence[str]]) -
             "held_out": [r for r in records if held_out(r["prompt"])]}
   out = {}
   for name, group in groups.items():
-    out[name] = {k: float(np.mean([r["check"][k] for r in group])) for k in keys} if group else {}
+    out[name] = ({k: float(np.mean([r["check"][k] for r in group])) for k in CHECK_KEYS}
+                 if group else {})
     out[name]["videos"] = len(group)
+    if group and all("every_chunk" in r for r in group):
+      out[name]["every_chunk"] = {k: float(np.mean([r["every_chunk"][k] for r in group]))
+                                  for k in CHECK_KEYS}
   return out
 
 
@@ -328,7 +375,8 @@ def main(config, workdir):
       batch=_BATCH.value, fps=_FPS.value, gif=_GIF.value, step=_STEP.value,
       check_shapes=_CHECK.value, print_plan=_PRINT_PLAN.value, sampler=_SAMPLER.value,
       steps=_STEPS.value, cfg=_CFG.value, cfg_frames=_CFG_FRAMES.value, shift=_SHIFT.value,
-      window=_WINDOW.value, scheme=_SCHEME.value, context=_CONTEXT.value)
+      window=_WINDOW.value, scheme=_SCHEME.value, context=_CONTEXT.value,
+      max_span=_MAX_SPAN.value)
   print(json.dumps(summary), flush=True)
 
 

@@ -135,3 +135,21 @@ def test_loop_jump_compares_the_wrap_with_the_median_step():
   cycle = np.concatenate([ramp, ramp[::-1][1:-1]])  # 5 15 25 35 45 35 25 15: wrap 10
   result = loop_jump(cycle)
   assert result["median_step"] == pytest.approx(10) and result["ratio"] == pytest.approx(1.0)
+
+
+def test_check_video_reads_long_videos_chunk_by_chunk():
+  from vidgen.data import moving_shapes as ms  # pylint: disable=g-import-not-at-top
+  from vidgen.sample import check_video  # pylint: disable=g-import-not-at-top
+  cfg = ms.ShapesConfig(height=64, width=64, frames=65, num_objects=1)
+  objects = ms.sample_objects(cfg, "test", 0)
+  prompt = ms.caption(objects)
+  video = ms.render(objects, 65, 64, 64)
+  steady = check_video(video, prompt, chunk=17)
+  assert steady["check"]["color"] and steady["every_chunk"]["color"]
+  assert steady["chunks"]["color"] == 1.0
+  other = next(c for c in ms.COLOR_NAMES if c != objects[0].color)
+  changed = ms.render([ms.ShapeObject(**{**vars(objects[0]), "color": other})], 65, 64, 64)
+  video[40:] = changed[40:]  # the object turns another colour for the last chunks
+  drifting = check_video(video, prompt, chunk=17)
+  assert not drifting["every_chunk"]["color"] and 0 < drifting["chunks"]["color"] < 1
+  assert "chunks" not in check_video(video[:17], prompt, chunk=17)

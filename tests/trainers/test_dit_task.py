@@ -126,6 +126,7 @@ def test_sample_modes_long_videos_and_plans_from_the_command_line(trained):
     assert result.returncode == 0, (name, result.stderr[-4000:])
     record = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert record["mode"] == name and (out / record["file"]).exists()
+    assert (name == "loop") != ("given_psnr" in record)
     assert len(video_io.decode((out / record["file"]).read_bytes())) == record["frames"]
   assert (work / "mode_loop" / "0000.gif").exists()
   loop = json.loads((work / "mode_loop" / "samples.jsonl").read_text())
@@ -139,6 +140,43 @@ def test_sample_modes_long_videos_and_plans_from_the_command_line(trained):
   assert "long_range: 9 frames, window 3" in result.stdout
   result = _run("-m", "vidgen.sample", *base, "--mode=i2v", f"--out={work / 'bad'}", cwd=work)
   assert result.returncode != 0 and "takes 1 image" in result.stderr
+
+
+def test_two_processes_split_the_prompts_and_process_0_writes_the_index(trained):
+  work, common, spec, _ = trained
+  prompts = work / "five.txt"
+  prompts.write_text("\n".join(f"a small {c} circle moving up"
+                               for c in ("red", "green", "blue", "yellow", "cyan")) + "\n")
+  out = work / "two_hosts"
+  result = subprocess.run(
+      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
+       sys.executable, "-m", "vidgen.sample", spec, f"--workdir={work / 'dit'}",
+       f"--prompts={prompts}", f"--out={out}", "--frames=5", "--height=32", "--width=32",
+       "--batch=1", "--seed=10", *common],
+      cwd=work, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  records = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+  assert [r["seed"] for r in records] == [10, 11, 12, 13, 14]
+  assert [r["prompt"].split()[2] for r in records] == ["red", "green", "blue", "yellow", "cyan"]
+  assert all((out / r["file"]).exists() for r in records)
+  assert (out / "contact_sheet.png").exists() and not list(out.glob("samples.*.jsonl"))
+
+
+def test_bench_generation_reports_every_goal(trained):
+  work, common, spec, _ = trained
+  result = _run("-m", "vidgen.bench.generation", spec, f"--workdir={work / 'dit'}", "--num=2",
+                "--frames=9", "--long_frames=17", "--size=32", "--schemes=autoregressive,hierarchical",
+                "--config.diffusion.sample.window=3", f"--out={work / 'bench_gen'}", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  rows = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+  by = {(r["bench"], r.get("scheme")): r for r in rows}
+  assert by[("i2v", None)]["videos"] == 2 and by[("i2v", None)]["given_psnr_mean"] > 0
+  assert len(by[("loop", None)]["ratios"]) == 2
+  for scheme in ("autoregressive", "hierarchical"):
+    row = by[("long_video", scheme)]
+    assert row["windows"] > 1 and row["videos"] == 2 and "every_chunk" in row
+  assert by[("long_video", "t2v reference")]["windows"] == 1
 
 
 def test_stage2_without_a_vae_fails_clearly(tmp_path):

@@ -134,3 +134,12 @@ def test_guidance_on_the_given_frames_changes_the_sample_but_not_the_given_frame
   guided = framed.sample_latents(params, tokens, mask, noise, known_x0, known)
   np.testing.assert_array_equal(np.asarray(guided)[:, 0], np.asarray(known_x0)[:, 0])
   assert not np.allclose(np.asarray(guided), np.asarray(plain))
+
+
+def test_max_span_keeps_windows_within_the_trained_clip_length(model):
+  _, gen, *_ = model
+  wide = dataclasses.replace(gen, scheme="hierarchical", window=3)
+  assert wide.span == 16 and max(s.frames[-1] - s.frames[0] for s in wide.plan(12).steps) > 2
+  narrow = dataclasses.replace(wide, max_span=3)
+  assert narrow.span == 3
+  assert all(s.frames[-1] - s.frames[0] < 3 for s in narrow.plan(12).steps)

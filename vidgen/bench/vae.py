@@ -52,8 +52,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -68,6 +66,7 @@ from flax.core import meta
 
 from vidgen import configlib
 from vidgen.bench import flops as flops_lib
+from vidgen.bench.measure import line_fit, peak_rss_mb, reset_peak, rss_mb, ru_maxrss_mb
 from vidgen.models import vae as vae_lib
 
 _CONFIG = flags.DEFINE_string("config", "configs/shapes/vae.py", "Config file[:arg]; its `vae`.")
@@ -97,46 +96,6 @@ MB = 2.0 ** 20
 
 
 # ---------------------------------------------------------------------------
-# Memory of this process (Linux /proc; ru_maxrss elsewhere).
-
-
-def _status_mb(field: str) -> float | None:
-  """VmRSS / VmHWM of this process in MiB, or None without /proc."""
-  try:
-    with open("/proc/self/status") as f:
-      m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
-  except OSError:
-    return None
-  return int(m.group(1)) / 1024 if m else None
-
-
-def ru_maxrss_mb() -> float:
-  """This process's peak RSS in MiB from getrusage (kB on Linux, bytes on macOS)."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return peak / MB if sys.platform == "darwin" else peak / 1024
-
-
-def rss_mb() -> float:
-  current = _status_mb("VmRSS")
-  return current if current is not None else ru_maxrss_mb()
-
-
-def peak_rss_mb() -> float:
-  """The high-water RSS since the last `reset_peak` (or since start) in MiB."""
-  hwm = _status_mb("VmHWM")
-  return hwm if hwm is not None else ru_maxrss_mb()
-
-
-def reset_peak() -> bool:
-  """Resets the high-water RSS to the current RSS (Linux >= 4.0); False where it cannot."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
-
-
 # ---------------------------------------------------------------------------
 # Ours.
 
@@ -451,14 +410,6 @@ def _run_child(op: str, mode: str, frames: int) -> dict | None:
   return res
 
 
-def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-  """Least-squares (slope, intercept)."""
-  mx, my = statistics.fmean(xs), statistics.fmean(ys)
-  sxx = sum((x - mx) ** 2 for x in xs)
-  slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
-  return slope, my - slope * mx
-
-
 def memory() -> list[dict]:
   lengths = [int(f) for f in _MEMORY_FRAMES.value]
   b, s = _MEMORY_BATCH.value, _SIZE.value
@@ -506,8 +457,8 @@ def _output_mb(op: str, shape: list[int]) -> float:
 def _growth(op: str, rows: list[dict]) -> dict:
   """Slope of the peak against frames, and whether the added memory grows faster than T."""
   ts = [r["frames"] for r in rows]
-  slope, _ = _fit(ts, [r["peak_rss_mb"] for r in rows])
-  added_slope, _ = _fit(ts, [r["added_mb"] for r in rows])
+  slope, _ = line_fit(ts, [r["peak_rss_mb"] for r in rows])
+  added_slope, _ = line_fit(ts, [r["added_mb"] for r in rows])
   out_per_frame = statistics.fmean(r["output_mb"] / r["frames"] for r in rows)
   # Exponent p of added ~ T^p between the shortest and the longest clip.
   lo, hi = rows[0], rows[-1]
@@ -529,7 +480,7 @@ def _growth(op: str, rows: list[dict]) -> dict:
       "growth": growth,
       "no_faster_than_linear": exponent is not None and exponent <= 1.1,
       "unchunked_added_mb_per_frame": (
-          round(_fit([r["frames"] for r in unchunked],
+          round(line_fit([r["frames"] for r in unchunked],
                      [r["unchunked_added_mb"] for r in unchunked])[0], 4)
           if len(unchunked) > 1 else None),
       "chunk_latent_frames": rows[0]["chunk_latent_frames"],

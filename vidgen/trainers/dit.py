@@ -182,6 +182,9 @@ class Generator:
     scheme: long_video scheme for videos longer than the window.
     context: conditioning frames per window (autoregressive, long_range;
       None: half the window).
+    max_span: latent frames a window may span (long_range and hierarchical
+      reach back that far; None: the position table). Set it to the clip
+      length the DiT trained on: positions beyond it were never trained.
   """
 
   models: Models
@@ -193,6 +196,7 @@ class Generator:
   window: int = 0
   scheme: str = "autoregressive"
   context: int | None = None
+  max_span: int | None = None
 
   @classmethod
   def from_config(cls, config, models: Models | None = None, **overrides) -> "Generator":
@@ -201,7 +205,7 @@ class Generator:
     kw = dict(sampler=s.sampler, steps=int(s.steps), cfg=float(s.cfg),
               cfg_frames=float(s.cfg_frames), shift=float(s.shift),
               window=int(s.window) or default_window(config, models), scheme=s.scheme,
-              context=int(s.context) or None)
+              context=int(s.context) or None, max_span=int(s.max_span) or None)
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return cls(models, **kw)
 
@@ -276,7 +280,13 @@ class Generator:
     if self.scheme == "brute_force" or n <= window:
       return long_video.make_plan("brute_force", n, n, known=given)
     return long_video.make_plan(self.scheme, n, window, known=given, context=self.context,
-                                max_span=self.models.dit.max_frames)
+                                max_span=self.span)
+
+  @property
+  def span(self) -> int:
+    """Largest span (in patch frames) of a window's frames: max_span, else the position table."""
+    table = self.models.dit.max_frames
+    return min(self.max_span // self.models.dit.patch[0], table) if self.max_span else table
 
   def sample_latents(self, params, tokens, token_mask, noise, known_x0=None, known=None,
                      progress=None) -> jax.Array:
