@@ -298,6 +298,30 @@ def diffusion_config() -> ConfigDict:
   ))
 
 
+def captioner_config() -> ConfigDict:
+  """The `captioner` section: the video-caption model (vidgen/models/captioner.py).
+
+  Decoder positions: text.max_len tokens. Position tables are in tubelets.
+  """
+  return ConfigDict(dict(
+      input="pixels",  # pixels | latents (posterior means of the frozen VAE of vae.checkpoint)
+      patch=(4, 16, 16),  # tubelet (t, h, w) of the video encoder, in pixels or latents
+      max_frames=16,
+      max_height=16,
+      max_width=16,
+      width=128,
+      depth=2,  # video encoder blocks
+      decoder_depth=2,
+      heads=4,
+      mlp_ratio=4.0,
+      dtype="float32",
+      param_dtype="float32",
+      token_dropout=0.0,  # training: decoder input tokens replaced by UNK (word dropout)
+      beams=1,  # decoding for evaluation and recaptioning: 1 greedy, else beam search
+      length_penalty=0.0,  # beam search: GNMT alpha (0: plain log-probability)
+  ))
+
+
 # The reference tree every config is checked against. Later stages add sections.
 REFERENCE: dict[str, Callable[[], Any]] = {
     "task": lambda: "prepare",
@@ -310,9 +334,10 @@ REFERENCE: dict[str, Callable[[], Any]] = {
     "vae": vae_config,
     "dit": dit_config,
     "diffusion": diffusion_config,
+    "captioner": captioner_config,
 }
 
-TASKS = ("prepare", "vae", "dit")
+TASKS = ("prepare", "vae", "dit", "captioner")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -466,6 +491,20 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "text.encoder.width": (_positive, "must be >= 1"),
     "text.encoder.depth": (_positive, "must be >= 1"),
     "text.encoder.heads": (_positive, "must be >= 1"),
+    "captioner.input": (lambda v: v in ("pixels", "latents"), "must be pixels or latents"),
+    "captioner.patch": (_check_factors(3), ""),
+    "captioner.max_frames": (_positive, "must be >= 1"),
+    "captioner.max_height": (_positive, "must be >= 1"),
+    "captioner.max_width": (_positive, "must be >= 1"),
+    "captioner.width": (_positive, "must be >= 1"),
+    "captioner.depth": (_positive, "must be >= 1"),
+    "captioner.decoder_depth": (_positive, "must be >= 1"),
+    "captioner.heads": (_positive, "must be >= 1"),
+    "captioner.dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
+    "captioner.param_dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
+    "captioner.beams": (_positive, "must be >= 1 (1: greedy)"),
+    "captioner.token_dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "captioner.length_penalty": (_non_negative, "must be >= 0"),
     "dit.variant": (_check_variant, ""),
     "dit.max_frames": (_positive, "must be >= 1"),
     "dit.max_height": (_positive, "must be >= 1"),

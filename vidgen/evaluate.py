@@ -16,6 +16,16 @@ and writes `W/eval/<task>_<split>.json` plus a picture:
         levels t in --denoise_times (how well it denoises), and full
         sampling from noise with the configured sampler (what users get).
         Picture: reference clips above samples.
+  captioner  captions of the split's clips (greedy, or beam search with
+        captioner.beams) against the true ones: exact match, and for Moving
+        Shapes whether the caption parses and gets each attribute (colour,
+        shape, size, motion) right (vidgen.eval.shapes.compare_captions).
+        Picture and report: up to 8 clips captioned wrong.
+        With --samples=DIR (a vidgen.sample output): the generated videos
+        instead, scored against their prompts by the captioner (alignment
+        per attribute), for temporal consistency (--chunks parts captioned
+        apart) and, for Moving Shapes prompts, from the pixels
+        (vidgen.eval.generated); DIR/evaluation/report.md shows the worst.
 
 Prints the report as one JSON line.
 """
@@ -36,6 +46,10 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Workdir or checkpoint folder to load (default: --workdir).")
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "Stop after this many batches (0: all).")
+_SAMPLES = flags.DEFINE_string(
+    "samples", None, "captioner: a vidgen.sample output folder to evaluate instead of a split.")
+_CHUNKS = flags.DEFINE_integer("chunks", 2, "captioner --samples: parts of each video captioned "
+                               "for the temporal consistency check.")
 _DENOISE_TIMES = flags.DEFINE_list("denoise_times", ["0.3", "0.6", "0.9"],
                                    "dit: noise levels of the one-step x0 check.")
 
@@ -153,6 +167,84 @@ def evaluate_dit(config, directory: str, step: int | None = None, max_batches: i
   return report, picture
 
 
+def evaluate_captioner(config, directory: str, split: str, step: int | None = None,
+                       max_batches: int = 0) -> tuple[dict, np.ndarray | None]:
+  """(report, picture of the worst cases) of the captioner of `directory` on `split`."""
+  from vidgen import viz  # pylint: disable=g-import-not-at-top
+  from vidgen.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vidgen.eval import shapes  # pylint: disable=g-import-not-at-top
+  from vidgen.parallel import multihost  # pylint: disable=g-import-not-at-top
+  from vidgen.trainers import captioner  # pylint: disable=g-import-not-at-top
+
+  writer, step = captioner.VideoCaptioner.restore(config, directory, step,
+                                                   beams=int(config.captioner.beams))
+  data = pipeline.dataset_from_config(
+      config, split, train=False, num_workers=0,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  is_shapes = config.data.source.partition(":")[0] in ("shapes", "shapes_records")
+  keys = ("exact", "grammatical", "color", "shape", "size", "motion")
+  totals = {k: 0.0 for k in keys if is_shapes or k == "exact"}
+  count, wrong = 0, []
+  for i, local in enumerate(data):
+    if max_batches and i >= max_batches:
+      break
+    videos = np.asarray(local["video"])
+    truths = [writer.tokenizer.decode(t) for t in np.asarray(local["tokens"])]
+    for video, pred, truth in zip(videos, writer(videos), truths):
+      result = (shapes.compare_captions(pred, truth) if is_shapes
+                else {"exact": pred.strip() == truth.strip()})
+      for k in totals:
+        totals[k] += float(result[k])
+      if not result["exact"] and len(wrong) < 8:
+        wrong.append((video, f"true: {truth} | captioned: {pred}"))
+    count += len(videos)
+  totals["count"] = count
+  totals = multihost.sum_over_processes(totals)
+  count = totals.pop("count")
+  if not count:
+    raise ValueError(f"split {split!r} gave no batch (smaller than one batch?)")
+  report = {"task": "captioner", "split": split, "step": int(step), "clips": int(count),
+            "beams": writer.beams, **{k: v / count for k, v in totals.items()},
+            "worst": [caption for _, caption in wrong]}
+  picture = (np.asarray(viz.contact_sheet([v for v, _ in wrong], [c for _, c in wrong]))
+             if wrong else None)
+  return report, picture
+
+
+def evaluate_samples(config, directory: str, samples: str, step: int | None = None,
+                     chunks: int = 2, batch: int = 16) -> tuple[dict, None]:
+  """(report, None) of the generated videos of `samples`, scored with the captioner."""
+  from vidgen.data import buckets as buckets_lib  # pylint: disable=g-import-not-at-top
+  from vidgen.eval import generated  # pylint: disable=g-import-not-at-top
+  from vidgen.trainers import captioner  # pylint: disable=g-import-not-at-top
+
+  writer, step = captioner.VideoCaptioner.restore(config, directory, step,
+                                                   beams=int(config.captioner.beams))
+  records, videos = generated.load_samples(samples)
+
+  def caption(clips):
+    out = []
+    for i in range(0, len(clips), batch):
+      chunk = clips[i:i + batch]
+      padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+      out += writer(padded)[:len(chunk)]
+    return out
+
+  shape = buckets_lib.parse_buckets(config.data.buckets)[0].shape
+  results = generated.evaluate_videos(videos, [r["prompt"] for r in records], caption, shape,
+                                      chunks)
+  for r, record in zip(results, records):
+    r["file"] = record["file"]
+  summary = {"task": "captioner", "samples": os.path.abspath(samples), "step": int(step),
+             **generated.summarize(results)}
+  out = os.path.join(samples, "evaluation")
+  summary["page"] = generated.write_page(out, results, videos, summary)
+  with open(os.path.join(out, "videos.jsonl"), "w") as f:
+    for r in results:
+      f.write(json.dumps(r) + "\n")
+  return summary, None
+
+
 def main(config, workdir):
   split = _SPLIT.value or config.data.eval_split
   directory = _CHECKPOINT.value or (config.vae.checkpoint if config.task == "vae" and
@@ -163,6 +255,13 @@ def main(config, workdir):
     split = "latents"
     report, picture = evaluate_dit(config, directory, _STEP.value, _MAX_BATCHES.value,
                                    tuple(float(t) for t in _DENOISE_TIMES.value))
+  elif config.task == "captioner" and _SAMPLES.value:
+    split = "samples"
+    report, picture = evaluate_samples(config, directory, _SAMPLES.value, _STEP.value,
+                                       _CHUNKS.value)
+  elif config.task == "captioner":
+    report, picture = evaluate_captioner(config, directory, split, _STEP.value,
+                                         _MAX_BATCHES.value)
   else:
     raise ValueError(f"vidgen.evaluate does not know config.task={config.task!r} yet")
   if jax.process_index() == 0:

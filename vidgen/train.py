@@ -30,7 +30,11 @@ def make_task(config):
   if config.task == "dit":
     from vidgen.trainers import dit  # pylint: disable=g-import-not-at-top
     return dit.make_task(config)
-  raise ValueError(f"config.task={config.task!r} is not a training task (trainable: vae, dit)")
+  if config.task == "captioner":
+    from vidgen.trainers import captioner  # pylint: disable=g-import-not-at-top
+    return captioner.make_task(config)
+  raise ValueError(f"config.task={config.task!r} is not a training task "
+                   "(trainable: vae, dit, captioner)")
 
 
 def main(config, workdir):

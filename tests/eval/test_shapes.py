@@ -328,3 +328,15 @@ def test_check_prompt_reads_a_rendered_clip_against_its_caption():
   assert checked >= 11  # the reader's own accuracy on clean renders
   acc = shapes.prompt_accuracy([video], [ms.caption(objects)])
   assert acc["num_clips"] == 1 and set(acc) >= {"color", "shape", "size", "motion", "all"}
+
+
+def test_compare_captions_scores_each_attribute():
+  truth = "a large red square moving left"
+  assert shapes.compare_captions(truth, truth) == dict(
+      color=True, shape=True, size=True, motion=True, grammatical=True, exact=True)
+  wrong_shape = shapes.compare_captions("a large red circle moving left", truth)
+  assert not wrong_shape["shape"] and wrong_shape["color"] and not wrong_shape["exact"]
+  garbled = shapes.compare_captions("a large red", truth)
+  assert not garbled["grammatical"] and not any(garbled[k] for k in ("color", "shape"))
+  two = shapes.compare_captions(truth + " and a small blue circle staying still", truth)
+  assert two["grammatical"] and not two["color"]

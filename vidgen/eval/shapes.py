@@ -569,3 +569,23 @@ def prompt_accuracy(videos: Sequence[np.ndarray], prompts: Sequence[str], *,
          for k in _ATTRS + ("count", "all")}
   out["num_clips"] = len(results)
   return out
+
+
+def compare_captions(predicted: str, truth: str) -> dict[str, bool]:
+  """Whether a predicted Moving Shapes caption says what the true one says, per attribute.
+
+  Objects are compared in order; an attribute is right when every true
+  object has it right (a missing or extra object makes every attribute
+  wrong). `grammatical`: the prediction parses; `exact`: the strings agree.
+  """
+  truth_objects = ms.parse_caption(truth)
+  try:
+    objects = ms.parse_caption(predicted)
+  except ValueError:
+    objects = None
+  same_count = objects is not None and len(objects) == len(truth_objects)
+  out = {attr: same_count and all(p[attr] == t[attr] for p, t in zip(objects, truth_objects))
+         for attr in _ATTRS}
+  out["grammatical"] = objects is not None
+  out["exact"] = predicted.strip() == truth.strip()
+  return out

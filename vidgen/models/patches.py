@@ -89,15 +89,19 @@ class Positions(nn.Module):
 
 
 def check_grid(grid: Sequence[int], max_frames: int, max_height: int, max_width: int,
-               max_frame_index: int | None = None) -> None:
-  """Raises ValueError when a (T', H', W') grid, or its largest frame index, is off the tables."""
+               max_frame_index: int | None = None, section: str = "dit") -> None:
+  """Raises ValueError when a (T', H', W') grid, or its largest frame index, is off the tables.
+
+  `section`: the config section whose max_frames / max_height / max_width the
+  message names.
+  """
   t, h, w = grid
   last = t - 1 if max_frame_index is None else int(max_frame_index)
   if last >= max_frames or h > max_height or w > max_width:
     raise ValueError(
         f"a {t}x{h}x{w} patch grid (largest frame index {last}) is outside the position "
         f"tables: at most {max_frames} patch frames (indices 0..{max_frames - 1}), "
-        f"{max_height} patch rows and {max_width} patch columns; raise dit.max_frames / "
+        f"{max_height} patch rows and {max_width} patch columns; raise {section}.max_frames / "
         "max_height / max_width (and retrain) or request a smaller video")
 
 
