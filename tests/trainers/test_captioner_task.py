@@ -151,3 +151,23 @@ def test_evaluate_scores_generated_videos_and_writes_a_page(trained):
   page = samples / "evaluation" / "report.md"
   assert page.exists() and "worst_00.png" in page.read_text()
   assert len((samples / "evaluation" / "videos.jsonl").read_text().splitlines()) == 3
+
+
+def test_latent_input_reads_a_frozen_vae(tmp_path):
+  common = [f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.num_workers=0"]
+  vae_config = os.path.join(ROOT, "configs/shapes/vae.py")
+  result = _run("-m", "vidgen.train", f"--config={vae_config}:smoke,steps=2",
+                f"--workdir={tmp_path / 'vae'}", *common, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-4000:]
+  spec = f"--config={CONFIG}:smoke,input=latents,vae={tmp_path / 'vae'}"
+  result = _run("-m", "vidgen.train", spec, f"--workdir={tmp_path / 'w'}", *common, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "captioner: VAE of step 2" in result.stderr
+  result = _run("-m", "vidgen.evaluate", spec, f"--workdir={tmp_path / 'w'}", "--split=test",
+                *common, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1])["clips"] > 0
+  # A latent captioner without a VAE to read fails before any work.
+  result = _run("-m", "vidgen.train", f"--config={CONFIG}:smoke,input=latents",
+                f"--workdir={tmp_path / 'w2'}", *common, cwd=tmp_path)
+  assert result.returncode != 0 and "needs a trained VAE" in result.stderr
