@@ -63,7 +63,8 @@ _WIDTH = flags.DEFINE_integer("width", 64, "Width in pixels.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: diffusion.sample.steps).")
 _CFG = flags.DEFINE_float("cfg", None, "Text guidance scale (default: diffusion.sample.cfg).")
 _CFG_FRAMES = flags.DEFINE_float(
-    "cfg_frames", None, "Guidance scale on the given frames (default: diffusion.sample.cfg_frames).")
+    "cfg_frames", None,
+    "Guidance scale on the given frames (default: diffusion.sample.cfg_frames).")
 _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler (default: diffusion.sample.sampler).")
 _SHIFT = flags.DEFINE_float("shift", None, "Flow time shift (default: diffusion.sample.shift).")
 _SCHEME = flags.DEFINE_enum("scheme", None, list(long_video.SCHEMES),
@@ -134,7 +135,8 @@ class _Sharder:
   """
 
   def __init__(self):
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+    from jax.sharding import (  # pylint: disable=g-import-not-at-top
+        Mesh, NamedSharding, PartitionSpec)
     devices = jax.local_devices()
     self.count = len(devices)
     mesh = Mesh(np.asarray(devices), ("data",))
@@ -145,7 +147,7 @@ class _Sharder:
     return jax.device_put(jnp.asarray(x), self._sharding)
 
   def local_params(self, params):
-    """The model on this process's devices (replicated); gathered first from a multi-process mesh."""
+    """The model on this process's devices (replicated), gathered first from a multi-host mesh."""
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       params = multihost_utils.process_allgather(params, tiled=True)

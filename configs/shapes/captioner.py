@@ -7,7 +7,7 @@
 Pixels in by default: 16-frame 64x64 clips (and 8-frame 48x80 ones) cut into
 4x16x16 tubelets (64 and 30 video tokens), a 2-block encoder and a 2-block
 decoder of width 128, half the decoder's input tokens dropped in training
-(word dropout); 8,000 steps take about 9 minutes here. `input=latents`
+(word dropout); 16,000 steps take about 16 minutes here. `input=latents`
 reads the posterior means of the frozen VAE of `vae` instead (clips of
 1 + 4k frames then; 1x2x2 tubelets).
 The held-out compositions of configs/shapes/data.py never reach training, so
@@ -24,7 +24,7 @@ from vidgen import configlib
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, minutes=0.0, steps=8_000, input="pixels", vae="", smoke=False,
+  arg = configlib.parse_arg(arg, minutes=0.0, steps=16_000, input="pixels", vae="", smoke=False,
                             workers=1)
   config = configlib.base_config()
   config.task = "captioner"
@@ -71,7 +71,7 @@ def get_config(arg=None):
     c.patch = (2, 8, 8)
     c.width, c.depth, c.decoder_depth, c.heads = 32, 1, 1, 2
     o.warmup_steps = 2
-    t.steps = arg.steps if arg.steps != 8_000 else 4
+    t.steps = arg.steps if arg.steps != 16_000 else 4
     t.log_every = 2
     t.picture_every = 2
     t.eval_every = 2
