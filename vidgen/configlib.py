@@ -317,6 +317,7 @@ def captioner_config() -> ConfigDict:
       dtype="float32",
       param_dtype="float32",
       token_dropout=0.0,  # training: decoder input tokens replaced by UNK (word dropout)
+      value_channel=False,  # pixels: add max(R, G, B) as a 4th, colour-blind channel
       beams=1,  # decoding for evaluation and recaptioning: 1 greedy, else beam search
       length_penalty=0.0,  # beam search: GNMT alpha (0: plain log-probability)
   ))

@@ -171,3 +171,20 @@ def test_latent_input_reads_a_frozen_vae(tmp_path):
   result = _run("-m", "vidgen.train", f"--config={CONFIG}:smoke,input=latents",
                 f"--workdir={tmp_path / 'w2'}", *common, cwd=tmp_path)
   assert result.returncode != 0 and "needs a trained VAE" in result.stderr
+
+
+def test_the_value_channel_is_the_colour_blind_max_over_rgb():
+  config = configlib.load(CONFIG + ":smoke")
+  config.unlock()
+  config.captioner.value_channel = True
+  config.lock()
+  models = cap_task.Models.from_config(config, vocab_size=40)
+  video = np.zeros((1, 2, 2, 2, 3), np.uint8)
+  video[0, 0, 0, 0] = (255, 0, 0)  # red
+  video[0, 0, 0, 1] = (0, 255, 255)  # cyan
+  x = np.asarray(models.inputs({}, jnp.asarray(video)))
+  assert x.shape == (1, 2, 2, 2, 4)
+  np.testing.assert_allclose(x[0, 0, 0, :, 3], [1.0, 1.0])  # same value whatever the colour
+  np.testing.assert_allclose(x[0, 1, 1, 1, 3], -1.0)  # black
+  params = meta.unbox(cap_task.init_params(models, jax.random.key(0)))
+  assert params["captioner"]["patch_embed"]["kernel"].shape[0] == 2 * 8 * 8 * 4

@@ -48,11 +48,14 @@ class Models:
     captioner: the Captioner module.
     vae: the VAE (None for pixel input).
     max_len: caption tokens.
+    value_channel: pixels get a 4th channel, max(R, G, B) (HSV value): a
+      colour-blind view of the frame for shape.
   """
 
   captioner: captioner_lib.Captioner
   vae: vae_lib.VideoVAE | None
   max_len: int
+  value_channel: bool = False
 
   @classmethod
   def from_config(cls, config, vocab_size: int | None = None) -> "Models":
@@ -60,12 +63,14 @@ class Models:
       vocab_size = tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config)).vocab_size
     vae = vae_lib.vae_from_config(config.vae) if config.captioner.input == "latents" else None
     return cls(captioner_lib.captioner_from_config(config, vocab_size), vae,
-               int(config.text.max_len))
+               int(config.text.max_len), bool(config.captioner.value_channel))
 
   def inputs(self, params, video) -> jax.Array:
     """uint8 videos (B, T, H, W, 3) -> the encoder's input (pixels in [-1, 1] or latents)."""
     x = to_float(video)
     if self.vae is None:
+      if self.value_channel:
+        x = jnp.concatenate([x, jnp.max(x, axis=-1, keepdims=True)], axis=-1)
       return x
     (mean, _), _ = self.vae.apply({"params": params["vae"]}, x, method=self.vae.encode)
     return jax.lax.stop_gradient(mean)
@@ -139,7 +144,7 @@ def init_params(models: Models, rng) -> dict[str, Any]:
     x = jax.eval_shape(lambda p: models.inputs({"vae": p}, video), out["vae"])
     x = jnp.zeros(x.shape, x.dtype)
   else:
-    x = to_float(video)
+    x = models.inputs({}, video)
   tokens = jnp.zeros((1, models.max_len), jnp.int32)
   out["captioner"] = models.captioner.init(r_cap, x, tokens)["params"]
   return out
