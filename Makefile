@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.py | $(VENV)/bin/python
 
 $(VENV)/.installed-test: setup.py $(VENV)/.installed
 	$(PIP) install "torch==2.13.0"
-	$(PIP) install -e ".[test,interop]"
+	$(PIP) install -e ".[test,interop,tpu]"
 	touch $@
 
 install: $(VENV)/.installed

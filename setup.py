@@ -35,7 +35,10 @@ setuptools.setup(
         # Peer implementations for parity tests and benchmarks. torch is pinned
         # to the CPU build the development machines carry.
         "interop": ["torch==2.13.0", "diffusers", "transformers"],
-        # Compiling for TPU topologies (vidgen.aot) and running on TPU VMs.
-        "tpu": ["jax[tpu]"],
+        # Compiling for TPU topologies (vidgen.aot) and running on TPU VMs. jax's own
+        # `tpu` extra pins jaxlib and libtpu to exactly the installed jax release
+        # (jax 0.10.2: libtpu 0.0.42.*), so the pair always matches; the bound is
+        # install_requires' own, so this never moves jax to another release.
+        "tpu": ["jax[tpu]>=0.10"],
     },
 )

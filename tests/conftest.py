@@ -8,3 +8,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a test of a minute or more (several processes)")
+  config.addinivalue_line("markers", "multiprocess: starts several local JAX processes")

@@ -76,3 +76,45 @@ def test_bench_flops_counts_the_configs_model():
   figures = flops.config_flops(config, latents, batch=64)
   assert figures["tokens_per_clip"] == 5 * 8 * 8
   assert figures["recompute_flops"] > 0 and figures["dtype"] == "bfloat16"
+
+
+PODS = os.path.join(ROOT, "configs", "scaling", "pods.py")
+
+
+def _pod_module():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("pods_under_test", PODS)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("pod", list(_pod_module().PODS))
+def test_every_pod_config_names_its_topology_and_a_mesh_of_its_chips(pod):
+  """The mesh multiplies to the topology's chips and the clip's frames split over context."""
+  config = configlib.load(f"{PODS}:pod={pod}")
+  chips = 1
+  for n in config.topology.split(":")[1].split("x"):
+    chips *= int(n)
+  mesh = dict(config.mesh)
+  assert min(mesh.values()) >= 1
+  assert mesh["data"] * mesh["fsdp"] * mesh["tensor"] * mesh["context"] == chips
+  assert config.dit.max_frames % mesh["context"] == 0  # latent frames per context shard
+  batch = int(config.data.buckets.split(":")[1])
+  assert batch % (mesh["data"] * mesh["fsdp"]) == 0
+  assert config.dit.latents  # pod configs train on cached latents
+
+
+def test_pod_parameter_counts_match_their_billing():
+  """XL/2 is about 700M parameters, the 720p model 1B+, the 1080p model 3B+ (analytic count)."""
+  counts = {}
+  for pod in ("xl2-v5p32", "h2-720p-v5p128", "g2-1080p-v5p512"):
+    config = configlib.load(f"{PODS}:pod={pod}")
+    counts[pod] = flops.params_analytic(config)[0]
+  assert 6.5e8 < counts["xl2-v5p32"] < 8e8, counts
+  assert counts["h2-720p-v5p128"] > 1e9 and counts["g2-1080p-v5p512"] > 3e9, counts
+
+
+def test_unknown_pod_names_the_known_ones():
+  with pytest.raises(configlib.ConfigError, match="xl2-v5p32"):
+    configlib.load(f"{PODS}:pod=nope")

@@ -105,6 +105,9 @@ VARIANTS: dict[str, Variant] = {
     "B": Variant(width=768, depth=12, heads=12),
     "L": Variant(width=1024, depth=24, heads=16),
     "XL": Variant(width=1152, depth=28, heads=16),
+    # Beyond the DiT paper's table, for the pod configs (configs/scaling/pods.py).
+    "H": Variant(width=1536, depth=28, heads=16),  # about 1.4B with the text encoder
+    "G": Variant(width=2304, depth=32, heads=24),  # about 3.5B
 }
 
 _VARIANT_RE = re.compile(r"^([A-Za-z]+)(?:/(\d+)(?:x(\d+)x(\d+))?)?$")
@@ -151,6 +154,11 @@ def data_config() -> ConfigDict:
       sampling=dict(stride=1, fps=0.0, random_start=True, random_crop=False),
       shuffle=True,
       seed=0,
+      # Virtual data shards S (0: one per process): shard j reads keys[j::S];
+      # process i of n owns shards [i*S/n, (i+1)*S/n). S must be a multiple of
+      # n and divide every bucket's batch; a run resumes with the same stream
+      # on any process count dividing S.
+      shards=0,
       num_epochs=0,  # 0: repeat forever
       num_workers=2,
       worker_buffer_size=2,
@@ -214,6 +222,7 @@ def train_config() -> ConfigDict:
       async_checkpoint=True,
       max_consecutive_skips=20,  # non-finite steps in a row that stop the run
       time_limit_minutes=0.0,  # stop (and checkpoint) after this much training time; 0: none
+      log_batch_keys=False,  # debug: each step's batch keys to W/batch_keys/process_<i>-of-<n>.jsonl
   ))
 
 
@@ -259,8 +268,12 @@ def dit_config() -> ConfigDict:
       qk_norm=True,  # RMSNorm on queries and keys (stable attention logits)
       dtype="float32",  # compute
       param_dtype="float32",
-      remat="none",  # none | full | dots (save matmul outputs)
+      remat="none",  # none | full | dots (save matmul outputs) | offload (dots, to host)
       scan_layers=False,  # nn.scan over blocks: one compiled block, stacked params
+      # Temporal attention with frames sharded over the mesh's context axis:
+      # ulysses (all-to-all to a head-sharded layout) | ring (ppermute of keys).
+      context_attention="ulysses",
+      attention_chunk=0,  # spatial attention in blocks of this many queries (0: off)
       latents="",  # a `prepare --mode=latents` folder; empty: encode with the frozen VAE
       eval_latents="",  # the same for evaluation; empty: encode with the frozen VAE
       latent_scale=0.0,  # latents are multiplied by this; 0: 1 / std from the latents metadata
@@ -327,6 +340,9 @@ def captioner_config() -> ConfigDict:
 REFERENCE: dict[str, Callable[[], Any]] = {
     "task": lambda: "prepare",
     "seed": lambda: 0,
+    # The TPU topology a pod config targets (jax.experimental.topologies name,
+    # e.g. "v5p:2x2x4"); vidgen.aot compiles for it. Empty: none.
+    "topology": lambda: "",
     "data": data_config,
     "text": text_config,
     "mesh": mesh_config,
@@ -399,7 +415,7 @@ def _check_holdout(v):
   return True
 
 
-REMAT = ("none", "full", "dots")
+REMAT = ("none", "full", "dots", "offload")
 SAMPLERS = ("euler", "heun", "ddim", "dpm++2m")
 MASK_KINDS = ("none", "first", "first_k", "last_k", "first_last", "random")
 SCHEMES = ("autoregressive", "long_range", "hierarchical", "brute_force")  # long_video.SCHEMES
@@ -514,6 +530,9 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dit.dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
     "dit.param_dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
     "dit.remat": (lambda v: v in REMAT, f"must be one of {REMAT}"),
+    "dit.context_attention": (lambda v: v in ("ulysses", "ring"), "must be ulysses or ring"),
+    "dit.attention_chunk": (_non_negative, "must be >= 0 (0: no query blocks)"),
+    "data.shards": (_non_negative, "must be >= 0 (0: one per process)"),
     "dit.latent_scale": (_non_negative, "must be >= 0 (0: from the latents metadata)"),
     "diffusion.kind": (lambda v: v in ("flow", "ddpm"), "must be flow or ddpm"),
     "diffusion.flow.shift": (_non_negative, "must be >= 0 (0: by token count)"),

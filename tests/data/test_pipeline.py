@@ -85,7 +85,7 @@ def test_restored_iterator_yields_exactly_the_next_batches(tokenizer, num_worker
   _take(it, 5)
   if num_workers == 0:
     # Save while clips wait in a bucket: the state holds them as keys.
-    while not any(it.get_state()["waiting"]):
+    while not any(it.get_state()["shards"]["0"]["waiting"]):
       next(it)
   state = json.loads(json.dumps(it.get_state()))  # must survive JSON (orbax)
   expected = _take(it, 9)  # crosses the 30-key epoch boundary
@@ -118,7 +118,7 @@ def test_hosts_read_disjoint_shards(tokenizer):
 
 
 def test_batch_size_must_divide_over_hosts(tokenizer):
-  with pytest.raises(ValueError, match="not divisible by 3 processes"):
+  with pytest.raises(ValueError, match="global batch size 4 is not divisible by 3 data shards"):
     _shapes_ds(tokenizer, process_count=3)
 
 
@@ -174,7 +174,7 @@ def test_every_bad_case_is_skipped_and_counted(tokenizer):
   assert counts == {r: bad_blocks for r in (
       clips.MISSING_FILE, clips.ZERO_BYTE, clips.CORRUPT, clips.TOO_FEW_FRAMES,
       clips.EMPTY_CAPTION, clips.BAD_CAPTION_ENCODING, clips.CAPTION_TOO_LONG)}
-  assert it.get_state()["seen"] == 200
+  assert it.get_state()["shards"]["0"]["seen"] == 200
   assert len(keys) == (200 - 7 * bad_blocks) // 5 * 5
 
 
@@ -260,5 +260,112 @@ def test_waiting_clips_stay_bounded_when_assignment_disagrees_with_the_schedule(
       source, buckets_lib.parse_buckets("8x32x32:2@100,4x32x48:2@1"), tokenizer)
   it = iter(ds)
   _take(it, 30)
-  waiting = it.get_state()["waiting"]
+  waiting = it.get_state()["shards"]["0"]["waiting"]
   assert all(len(w) <= pipeline.MAX_WAITING_BATCHES * 2 for w in waiting)
+
+
+# ---------------------------------------------------------------------------
+# Virtual data shards: the global stream does not depend on the process count.
+
+SHARDED = buckets_lib.parse_buckets("8x32x32:4@2,4x32x48:4@1")
+
+
+def _global_batches(tokenizer, process_count, steps, shards=4, num_workers=0, n=40, states=None):
+  """The first `steps` global batches (hosts' batches stacked in process order) and the states."""
+  its = [iter(_shapes_ds(tokenizer, n=n, buckets=SHARDED, process_index=i,
+                         process_count=process_count, shards=shards, num_workers=num_workers))
+         for i in range(process_count)]
+  if states is not None:
+    for i, it in enumerate(its):
+      it.set_state(pipeline.host_state(lambda p: states[p], len(states), i, process_count))
+  batches = []
+  for _ in range(steps):
+    hosts = [next(it) for it in its]
+    assert len({h["video"].shape for h in hosts}) == 1  # one bucket per step on every host
+    batches.append({k: np.concatenate([h[k] for h in hosts]) for k in hosts[0]})
+  saved = [json.loads(json.dumps(it.get_state())) for it in its]  # must survive JSON (orbax)
+  return batches, saved
+
+
+def test_the_global_stream_is_the_same_on_1_2_and_4_processes(tokenizer):
+  one, _ = _global_batches(tokenizer, 1, 10)
+  assert all(b["video"].shape[0] == 4 for b in one)
+  for count in (2, 4):
+    _assert_same(_global_batches(tokenizer, count, 10)[0], one)
+  # Row r of a global batch comes from shard r // (batch / S): keys[j::4].
+  for b in one:
+    np.testing.assert_array_equal(b["key"] % 4, np.arange(4))
+
+
+def test_one_shard_per_process_keeps_the_unsharded_layout(tokenizer):
+  # S = n: process i reads keys[i::n] as before shards existed.
+  for index in range(2):
+    batches = list(iter(_shapes_ds(tokenizer, n=24, buckets=buckets_lib.parse_buckets("4x16x16:4"),
+                                   num_epochs=1, process_index=index, process_count=2)))
+    keys = np.concatenate([b["key"] for b in batches])
+    assert sorted(keys) == list(range(index, 24, 2))
+
+
+class _RecordingSource(moving_shapes.MovingShapesSource):
+  """Moving Shapes that remembers every key it was asked to read."""
+
+  def __init__(self, *args):
+    super().__init__(*args)
+    self.read = []
+
+  def record(self, key):
+    self.read.append(int(key))
+    return super().record(key)
+
+
+def test_each_host_reads_only_the_keys_of_its_shards(tokenizer):
+  seen = []
+  for index in range(2):
+    source = _RecordingSource(SHAPES, "train", 40)
+    it = iter(pipeline.make_dataset(source, SHARDED, tokenizer, process_index=index,
+                                    process_count=2, shards=4))
+    _take(it, 12)  # more than an epoch of its 20 keys
+    assert it.shards == (2 * index, 2 * index + 1)
+    assert set(source.read) and {k % 4 for k in source.read} == {2 * index, 2 * index + 1}
+    seen.append(set(source.read))
+  assert seen[0] | seen[1] == set(range(40)) and not seen[0] & seen[1]
+
+
+@pytest.mark.parametrize("saved_on,resumed_on", [(4, 2), (4, 1), (1, 2), (2, 2)])
+def test_a_stream_saved_on_n_processes_resumes_on_another_count(tokenizer, saved_on, resumed_on):
+  reference, _ = _global_batches(tokenizer, 1, 14)
+  before, states = _global_batches(tokenizer, saved_on, 6)
+  _assert_same(before, reference[:6])
+  after, _ = _global_batches(tokenizer, resumed_on, 8, states=states)
+  _assert_same(after, reference[6:])
+
+
+def test_worker_states_regroup_across_process_counts(tokenizer):
+  """With Grain workers each shard's state is one per worker; 2 processes -> 1 keeps the stream."""
+  reference, _ = _global_batches(tokenizer, 1, 9, num_workers=2)
+  before, states = _global_batches(tokenizer, 2, 4, num_workers=2)
+  _assert_same(before, reference[:4])
+  assert len(states[1]["shards"]["3"]["workers"]) == 2
+  after, _ = _global_batches(tokenizer, 1, 5, num_workers=2, states=states)
+  _assert_same(after, reference[4:])
+
+
+def test_a_state_of_other_shards_or_workers_is_refused_by_name(tokenizer):
+  _, states = _global_batches(tokenizer, 2, 2)
+  with pytest.raises(pipeline.StateMismatch, match="not a multiple of this run's 3"):
+    pipeline.host_state(lambda p: states[p], 2, 0, 3)
+  it = iter(_shapes_ds(tokenizer, buckets=SHARDED, shards=2))
+  with pytest.raises(pipeline.StateMismatch, match="4 data shards, this run has 2"):
+    it.set_state(pipeline.host_state(lambda p: states[p], 2, 0, 1))
+  it = iter(_shapes_ds(tokenizer, buckets=SHARDED, shards=4, num_workers=1))
+  with pytest.raises(pipeline.StateMismatch, match="num_workers=0, this run has 1"):
+    it.set_state(pipeline.host_state(lambda p: states[p], 2, 0, 1))
+
+
+def test_shards_must_split_evenly_with_the_numbers_named(tokenizer):
+  with pytest.raises(ValueError, match="data.shards=6 is not a multiple of the 4 processes"):
+    _shapes_ds(tokenizer, buckets=SHARDED, shards=6, process_count=4)
+  with pytest.raises(ValueError, match="global batch size 4 is not divisible by 8 data shards"):
+    _shapes_ds(tokenizer, buckets=SHARDED, shards=8)
+  with pytest.raises(ValueError, match="fewer than 4 data shards"):
+    _shapes_ds(tokenizer, n=3, buckets=SHARDED, shards=4)

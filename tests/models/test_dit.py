@@ -280,3 +280,24 @@ def test_attention_with_qk_norm_matches_the_textbook_formula():
   w = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
   want = jnp.einsum("bnqs,bsnk,nkd->bqd", w, v, p["out"])
   np.testing.assert_allclose(attn.apply(params, x, ctx, mask), want, atol=2e-5, rtol=1e-5)
+
+
+def test_query_blocks_give_the_same_output_and_gradients(causal):
+  """`attention_chunk`: spatial attention in query blocks (5 does not divide S = 16: padded)."""
+  model, params = causal
+  chunked = dit.VideoDiT(**KW, attention_chunk=5)
+  z = jax.random.normal(jax.random.key(3), (2, 3, 8, 8, C))
+  times = jnp.asarray([[0.0, 0.4, 0.8], [0.2, 0.5, 0.9]])
+  text, mask = _text(b=2)
+
+  def loss(p, m):
+    out = m.apply(p, z, times, text, mask)
+    return jnp.mean(out ** 2), out
+
+  (g_ref, out_ref), (g, out) = (jax.grad(loss, has_aux=True)(params, m) for m in (model, chunked))
+  np.testing.assert_allclose(out, out_ref, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+  with pytest.raises(ValueError, match="without a query axis"):
+    attention.chunked_attention(*(jnp.zeros((1, 8, 2, 4)),) * 3, jnp.ones((1, 2, 8, 8), bool),
+                                chunk=3)

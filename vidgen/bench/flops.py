@@ -2,7 +2,7 @@
 
     python -m vidgen.bench.flops [--variants=tiny,S,B,L,XL] [--patch=1x2x2]
         [--frames=16 --height=32 --width=32] [--batch=1] [--text_len=32] [--channels=16]
-        [--dtype=bfloat16] [--remat=none|full|dots] [--xla_check] [--xla_train]
+        [--dtype=bfloat16] [--remat=none|full|dots|offload] [--xla_check] [--xla_train]
         [--residuals] [--xla_depth=auto|full]
 
 `--frames/--height/--width` are in LATENT units (16x32x32 latents are 256x256
@@ -78,6 +78,8 @@ mlp_ratio * D and N heads:
   remat "dots": depth * L * b * (D + 4D + 4D + 2D + D + h) (block input and the
                 outputs of the q/k/v/o and MLP projections; text k, v per clip) +
                 L * block_none (one block's recomputed rest)
+  remat "offload": the FLOPs of "dots" and the device memory of "full" (the
+                saved matmul outputs go to host memory)
 
 plus, outside the blocks, per token b * (2P + 4D) (patch values, embedding,
 final norm and modulation, unembed output) and per text token the text
@@ -270,7 +272,8 @@ def recompute_flops(config: Any, breakdown: dict[str, int]) -> int:
     return 0
   if remat == "full":
     return int(sum(breakdown[k] for k in _BLOCK_PARTS))
-  if remat == "dots":  # dots without batch dims are saved; attention's batched einsums are not
+  if remat in ("dots", "offload"):  # dots without batch dims are saved (offload: on the host);
+    # attention's batched einsums are not
     return int(sum(breakdown[k] for k in _ATTN_CORE))
   raise ValueError(f"unknown remat policy {remat!r}; known: {', '.join(configlib.REMAT)}")
 
@@ -293,7 +296,7 @@ def activation_bytes(config: Any, latents: Sequence[int], batch: int,
   remat = config.dit.remat
   if remat == "none":
     blocks = m["depth"] * block_none
-  elif remat == "full":
+  elif remat in ("full", "offload"):  # offload: the saved matmul outputs live on the host
     blocks = m["depth"] * m["L"] * b * d + block_none
   elif remat == "dots":
     blocks = m["depth"] * (m["L"] * b * (d + 4 * d + 4 * d + 2 * d + d + h)
@@ -366,7 +369,7 @@ def dit_flops(variant: str, patch: Sequence[int] | str | None = None,
     text_len: caption tokens Lt (the text encoder's configlib defaults otherwise).
     channels: latent channels C.
     dtype: compute dtype (activation bytes only).
-    remat: "none" | "full" | "dots".
+    remat: "none" | "full" | "dots" | "offload".
     max_grid: position-table sizes (T', H', W') in patches; default the clip's grid.
   """
   config = flops_config(variant, patch, latents, channels, text_len, dtype, remat, max_grid)

@@ -1,39 +1,54 @@
 """The Grain input pipeline: keys -> clips -> bucketed uint8 batches.
 
-    keys 0..N-1 of a ClipSource
-      -> this host's shard (keys[process_index::process_count])
-      -> shuffle (new order every epoch) -> repeat
+    keys 0..N-1 of a ClipSource, split into S virtual shards (`data.shards`;
+    0: one per process); shard j holds keys[j::S], and process i of n owns
+    shards [i*S/n, (i+1)*S/n) and reads nothing else. For each owned shard:
+      -> shuffle (seeded by the data seed and j; a new order every epoch) -> repeat
       -> per element: read record, choose bucket, decode + sample frames +
          resize/crop to the bucket, check and tokenize the caption
          (a bad example is skipped and counted by reason)
-      -> batching by bucket (never a short batch): the bucket of the n-th
-         batch follows a schedule drawn from the bucket weights with the
-         data seed, the same on every host, so all hosts of a multi-host job
-         step with the same batch shape; clips wait in the bucket that fits
-         them best until the schedule calls for it (a bucket holding more
-         than MAX_WAITING_BATCHES batches sends new clips that fit to the
-         scheduled bucket instead)
-      -> worker processes (Grain mp_prefetch) and prefetch.
+      -> batching by bucket, global batch / S clips per shard batch (never a
+         short batch): the bucket of the n-th batch follows a schedule drawn
+         from the bucket weights with the data seed, the same on every shard
+         and host, so all shards emit the same bucket for batch n and every
+         host of a multi-host job steps with the same batch shape; clips
+         wait in the bucket that fits them best until the schedule calls for
+         it (a bucket holding more than MAX_WAITING_BATCHES batches sends new
+         clips that fit to the scheduled bucket instead)
+    -> the host batch: the owned shards' n-th batches stacked in shard order
+    -> worker processes (Grain mp_prefetch) and prefetch.
 
-Batches are numpy dicts (B is the per-host batch size):
+So global batch n is shard 0's n-th batch, then shard 1's, ..., whatever the
+number of processes n dividing S: a run saved on 4 processes resumes on 2 or
+1 with the batches it would have had (`host_state` regroups the states).
+
+Worker processes (`num_workers` W) sit above the shards: every worker runs all
+of its host's shards, each on its 1/W slice of that shard's key stream, so one
+worker output is a whole host batch, a host has W workers however many shards
+it owns, and the stream depends on (S, W, seed), not on the process count.
+
+Batches are numpy dicts (B is the per-host batch size, global batch * owned
+shards / S):
     video       (B, T, H, W, 3) uint8   scaling to [-1, 1] happens on device
     tokens      (B, L) int32            caption ids, 0-padded, EOS-terminated
     token_mask  (B, L) bool
     key         (B,) int64              record key in the source
     gt_*        ground truth, when the source has it (Moving Shapes)
 
-The iterator is a Grain `DatasetIterator`: `get_state()` is a JSON-able dict
-that holds the parent position, the keys waiting in each bucket and the
-counts of skipped examples; `set_state()` rebuilds the waiting clips from
-their keys, so a restored iterator yields exactly the batches that would have
-come next. Every element's randomness is seeded by (seed, key, position), so
-the stream does not depend on timing or worker scheduling.
+The iterator is a Grain `DatasetIterator` whose `get_state()` is a JSON-able
+dict `{"shard_count": S, "shards": {"<j>": state of shard j}, ...}`: for each
+owned shard the parent position, the keys waiting in each bucket and the
+counts of skipped examples (one such state per worker with workers).
+`set_state()` rebuilds the waiting clips from their keys, so a restored
+iterator yields exactly the batches that would have come next. Every
+element's randomness is seeded by (seed, key, position in its shard), so the
+stream does not depend on timing or worker scheduling.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import dataclasses
 import logging
 import os
@@ -275,6 +290,279 @@ def per_host_sizes(buckets: tuple[buckets_lib.Bucket, ...], process_count: int) 
   return tuple(sizes)
 
 
+# ---------------------------------------------------------------------------
+# Virtual data shards: S logical shards of the keys, S / n of them per process.
+
+
+class StateMismatch(ValueError):
+  """A saved iterator state that this data set cannot continue (other shards or workers)."""
+
+
+_SHARD_STREAM = 0x5A4D  # keeps the shards' shuffle seeds apart from other seeds
+
+
+def shard_count(shards: int, process_count: int) -> int:
+  """S: `shards` (0: the process count); ValueError unless S is a multiple of the processes."""
+  if shards < 0:
+    raise ValueError(f"data.shards={shards}: must be >= 0 (0: one shard per process)")
+  count = shards or process_count
+  if count % process_count:
+    raise ValueError(
+        f"data.shards={count} is not a multiple of the {process_count} processes: every "
+        "process must own the same number of shards")
+  return count
+
+
+def owned_shards(process_index: int, process_count: int, shards: int) -> range:
+  """The shards process `process_index` of `process_count` reads: a contiguous block."""
+  per = shards // process_count
+  return range(process_index * per, (process_index + 1) * per)
+
+
+def shard_owner(shard: int, shards: int, process_count: int) -> int:
+  """The process of `process_count` that owns `shard` of `shards`."""
+  return shard // (shards // process_count)
+
+
+def per_shard_sizes(buckets: tuple[buckets_lib.Bucket, ...], shards: int) -> tuple[int, ...]:
+  """Each bucket's global batch split over `shards`; ValueError naming a bucket that does not divide."""
+  sizes = []
+  for b in buckets:
+    if b.batch_size % shards:
+      raise ValueError(
+          f"bucket {b}: global batch size {b.batch_size} is not divisible by "
+          f"{shards} data shards (data.shards, or the process count when it is 0)")
+    sizes.append(b.batch_size // shards)
+  return tuple(sizes)
+
+
+def shard_seed(seed: int, shard: int, shards: int) -> int:
+  """The shuffle seed of `shard`: the data seed itself with one shard (today's stream)."""
+  if shards == 1:
+    return seed
+  return int(np.random.SeedSequence([seed, _SHARD_STREAM, shard]).generate_state(1)[0] >> 1)
+
+
+def _concat(batches: list[dict[str, np.ndarray]], shared_memory: bool) -> dict[str, np.ndarray]:
+  """Rows of several shard batches, in shard order; in a Grain worker, into shared memory."""
+  out = {}
+  for k in batches[0]:
+    parts = [b[k] for b in batches]
+    first = parts[0]
+    if shared_memory and not first.dtype.hasobject and first.dtype.kind not in "US":
+      shape = (sum(len(p) for p in parts), *first.shape[1:])
+      buffer = shared_memory_array.SharedMemoryArray(shape, first.dtype)
+      out[k] = np.concatenate(parts, out=buffer)
+    else:
+      out[k] = np.concatenate(parts)
+  return out
+
+
+class _ShardBatchIterator(grain.DatasetIterator):
+  """The host batch: one batch of each owned shard, rows stacked in shard order."""
+
+  def __init__(self, parents: list[grain.DatasetIterator], shards: tuple[int, ...],
+               shared_memory: bool):
+    super().__init__(parents)
+    self._shards = shards
+    self._shared_memory = shared_memory
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batches = [next(it) for it in self._parents]
+    if len(batches) == 1:
+      return batches[0]
+    shapes = {b["video"].shape[1:] for b in batches if "video" in b}
+    assert len(shapes) <= 1, f"shards {self._shards} disagree on the bucket: {shapes}"
+    return _concat(batches, self._shared_memory)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"shards": {str(j): it.get_state() for j, it in zip(self._shards, self._parents)}}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    for j, it in zip(self._shards, self._parents):
+      it.set_state(state["shards"][str(j)])
+
+
+class ShardBatchIterDataset(grain.IterDataset):
+  """Several shards' batched data sets -> the host's batches (rows in shard order)."""
+
+  def __init__(self, parents: list[grain.IterDataset], shards: tuple[int, ...]):
+    super().__init__(parents)
+    self._shards = tuple(shards)
+    self._shared_memory = False
+
+  def enable_shared_memory_output(self) -> None:
+    """Called by Grain's mp_prefetch: the host batch crosses processes in shared memory."""
+    if len(self._parents) == 1:  # the shard's own batch is the output
+      self._parents[0].enable_shared_memory_output()
+    else:  # shard batches stay in the worker; only their concatenation is shared
+      self._shared_memory = True
+
+  def __iter__(self) -> _ShardBatchIterator:
+    return _ShardBatchIterator([p.__iter__() for p in self._parents], self._shards,
+                               self._shared_memory)
+
+  def __str__(self) -> str:
+    return f"ShardBatchIterDataset(shards={self._shards})"
+
+
+# Grain's mp_prefetch iterator state (an interleave over the workers, grain
+# 0.2.18) keeps each worker's pipeline state in this list;
+# tests/data/test_pipeline.py regroups such states across process counts.
+_WORKER_STATES = "iterators_in_use_states"
+
+
+class _HostIterator(grain.DatasetIterator):
+  """The host's iterator; its state is keyed by global shard index.
+
+  Without workers the state is `{"shard_count": S, "shards": {"<j>": shard
+  state}}`. With W workers each shard's entry is `{"workers": [its state in
+  worker 0, ..., W-1]}` and `"prefetch"` holds the rest of Grain's
+  mp_prefetch state (which worker is next; the same on every host).
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, count: int, shards: tuple[int, ...],
+               num_workers: int):
+    super().__init__(parent)
+    self.shard_count = count
+    self.shards = shards
+    self._workers = num_workers
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    inner = self._parent.get_state()
+    state: dict[str, Any] = {"shard_count": self.shard_count}
+    if not self._workers:
+      state["shards"] = inner["shards"]
+      return state
+    workers = inner[_WORKER_STATES]
+    state["shards"] = {str(j): {"workers": [None if w is None else w["shards"][str(j)]
+                                            for w in workers]} for j in self.shards}
+    state["prefetch"] = {k: v for k, v in inner.items() if k != _WORKER_STATES}
+    return state
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    state = self._upgrade(state)
+    self.check_state(state)
+    if not self._workers:
+      self._parent.set_state({"shards": state["shards"]})
+      return
+    workers = []
+    for w in range(self._workers):
+      per_shard = {j: s["workers"][w] for j, s in state["shards"].items()}
+      workers.append(None if all(v is None for v in per_shard.values())
+                     else {"shards": per_shard})
+    self._parent.set_state(dict(state["prefetch"], **{_WORKER_STATES: workers}))
+
+  def _upgrade(self, state: dict[str, Any]) -> dict[str, Any]:
+    """A state from before shards (one unsharded stream) -> this format, when it fits."""
+    if "shard_count" in state or self.shard_count != 1:
+      return state
+    if _WORKER_STATES in state:  # mp_prefetch over the bucket batcher
+      return {"shard_count": 1, "shards": {"0": {"workers": list(state[_WORKER_STATES])}},
+              "prefetch": {k: v for k, v in state.items() if k != _WORKER_STATES}}
+    return {"shard_count": 1, "shards": {"0": state}}
+
+  def check_state(self, state: dict[str, Any]) -> None:
+    """StateMismatch unless `state` is this host's shards with this worker count."""
+    saved = state.get("shard_count")
+    if saved is None:
+      raise StateMismatch(
+          "the data state was saved without data shards (one stream per process); this "
+          f"run has {self.shard_count} shards")
+    if saved != self.shard_count:
+      raise StateMismatch(
+          f"the data state was saved with {saved} data shards, this run has "
+          f"{self.shard_count}; set data.shards={saved} to continue that stream")
+    want = {str(j) for j in self.shards}
+    if set(state.get("shards", {})) != want:
+      raise StateMismatch(f"the data state holds shards {sorted(state.get('shards', {}), key=int)}, "
+                          f"this process owns {sorted(want, key=int)}")
+    saved_workers = 0
+    if "prefetch" in state:
+      saved_workers = len(next(iter(state["shards"].values()))["workers"])
+    if saved_workers != self._workers:
+      raise StateMismatch(
+          f"the data state was saved with data.num_workers={saved_workers}, this run has "
+          f"{self._workers}; set data.num_workers={saved_workers} to continue that stream")
+
+
+class HostDataset(grain.IterDataset):
+  """The top of a host's pipeline: `iter()` gives the shard-keyed checkpointable iterator."""
+
+  def __init__(self, parent: grain.IterDataset, count: int, shards: tuple[int, ...],
+               num_workers: int):
+    super().__init__(parent)
+    self.shard_count = count
+    self.shards = shards
+    self._workers = num_workers
+
+  def __iter__(self) -> _HostIterator:
+    return _HostIterator(self._parent.__iter__(), self.shard_count, self.shards, self._workers)
+
+  def __str__(self) -> str:
+    return f"HostDataset(shards={list(self.shards)} of {self.shard_count})"
+
+
+def host_state(read: Callable[[int], dict[str, Any]], saved_count: int, process_index: int,
+               process_count: int) -> dict[str, Any]:
+  """The iterator state of process `process_index` of `process_count` from saved ones.
+
+  `read(i)` returns the state process i of `saved_count` saved. Only the files
+  holding this process's shards are read. StateMismatch when the saved stream
+  cannot be split this way (unsharded states of another process count, or a
+  shard count that is not a multiple of `process_count`).
+  """
+  if saved_count == process_count:
+    return read(process_index)
+  first = read(0)
+  shards = first.get("shard_count") if isinstance(first, dict) else None
+  if shards is None:
+    raise StateMismatch(
+        f"the data state was saved by {saved_count} processes without data shards; "
+        f"it cannot be split over {process_count}")
+  if shards % process_count:
+    raise StateMismatch(
+        f"the data state has {shards} data shards (saved by {saved_count} processes), "
+        f"not a multiple of this run's {process_count} processes")
+  mine = owned_shards(process_index, process_count, shards)
+  states = {i: (first if i == 0 else read(i))
+            for i in sorted({shard_owner(j, shards, saved_count) for j in mine})}
+  common = {k: v for k, v in states[min(states)].items() if k != "shards"}
+  for i, s in states.items():
+    other = {k: v for k, v in s.items() if k != "shards"}
+    if other != common:
+      raise ValueError(f"saved data states of processes {min(states)} and {i} disagree "
+                       f"outside their shards: {common} vs {other}")
+  merged = {}
+  for j in mine:
+    state = states[shard_owner(j, shards, saved_count)]["shards"]
+    if str(j) not in state:
+      raise ValueError(f"the saved data state of process {shard_owner(j, shards, saved_count)} "
+                       f"lacks shard {j}")
+    merged[str(j)] = state[str(j)]
+  return dict(common, shards=merged)
+
+
+def _shard_dataset(num_keys: int, shard: int, shards: int, *, shuffle: bool,
+                   num_epochs: int | None, seed: int, maker: ClipMaker,
+                   sizes: tuple[int, ...], policy: BadInputPolicy) -> BucketBatchIterDataset:
+  """Shard `shard` of `shards`: keys[shard::shards], shuffled, repeated, batched by bucket."""
+  keys = grain.MapDataset.range(num_keys)
+  if shards > 1:
+    keys = keys[shard::shards]
+  if shuffle:
+    keys = keys.shuffle(seed=shard_seed(seed, shard, shards))
+  keys = keys.repeat(num_epochs)
+  # The key stream is trivial to read: no read-ahead threads (their per-element
+  # bookkeeping cost more than the clips themselves).
+  tagged = keys.map_with_index(_Tag()).to_iter_dataset(
+      grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  return BucketBatchIterDataset(tagged, maker, sizes, policy)
+
+
 def make_dataset(
     source: Any,
     buckets: tuple[buckets_lib.Bucket, ...],
@@ -290,7 +578,8 @@ def make_dataset(
     policy: BadInputPolicy = BadInputPolicy(),
     process_index: int = 0,
     process_count: int = 1,
-) -> grain.IterDataset:
+    shards: int = 0,
+) -> HostDataset:
   """The batched data set of one host. `iter()` it for a checkpointable iterator.
 
   Args:
@@ -302,33 +591,31 @@ def make_dataset(
     shuffle: shuffle keys (a new order every epoch).
     num_epochs: passes over the source; None repeats forever.
     seed: seeds the shuffle and every element's randomness.
-    num_workers: Grain worker processes (0: in this process).
+    num_workers: Grain worker processes per host (0: in this process).
     worker_buffer_size: batches each worker prepares ahead.
-    policy: bad-input policy.
-    process_index, process_count: this host's shard of the keys.
+    policy: bad-input policy (counted per shard and worker).
+    process_index, process_count: this host; it reads only the shards it owns.
+    shards: S, the virtual data shards (0: process_count); a multiple of
+      process_count that divides every bucket's batch size.
   """
-  if len(source) < process_count:
-    raise ValueError(f"source has {len(source)} examples, fewer than {process_count} hosts")
-  sizes = per_host_sizes(buckets, process_count)
-  keys = grain.MapDataset.range(len(source))
-  if process_count > 1:
-    keys = keys[process_index::process_count]
-  if shuffle:
-    keys = keys.shuffle(seed=seed)
-  keys = keys.repeat(num_epochs)
+  count = shard_count(shards, process_count)
+  if len(source) < count:
+    raise ValueError(f"source has {len(source)} examples, fewer than {count} data shards")
+  sizes = per_shard_sizes(buckets, count)
+  mine = tuple(owned_shards(process_index, process_count, count))
   maker = ClipMaker(source, tuple(buckets), sampling, tokenizer, max_len, seed)
-  # The key stream is trivial to read: no read-ahead threads (their per-element
-  # bookkeeping cost more than the clips themselves).
-  tagged = keys.map_with_index(_Tag()).to_iter_dataset(
-      grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  ds = BucketBatchIterDataset(tagged, maker,
-                              sizes, policy)
+  parts = [_shard_dataset(len(source), j, count, shuffle=shuffle, num_epochs=num_epochs,
+                          seed=seed, maker=maker, sizes=sizes, policy=policy) for j in mine]
+  if count > 1:
+    logging.info("data: process %d of %d reads shards %s of %d", process_index, process_count,
+                 f"{mine[0]}-{mine[-1]}" if len(mine) > 1 else mine[0], count)
+  ds = ShardBatchIterDataset(parts, mine)
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain workers read absl flags
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=worker_buffer_size))
-  return ds
+  return HostDataset(ds, count, mine, num_workers)
 
 
 # ---------------------------------------------------------------------------
@@ -403,6 +690,7 @@ def dataset_from_config(
       policy=BadInputPolicy(d.max_bad_fraction, d.bad_check_after),
       process_index=process_index,
       process_count=process_count,
+      shards=d.get("shards", 0),
   )
 
 

@@ -15,6 +15,7 @@ N heads, K head dim.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -26,7 +27,7 @@ from vidgen.parallel import axes
 Array = jax.Array
 Dtype = Any
 
-_MASKED = -1e30  # finite, so a fully masked row stays finite
+MASKED = -1e30  # finite, so a fully masked row stays finite
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = None,
@@ -40,9 +41,33 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = Non
   if scale != 1.0:
     logits = logits * scale
   if mask is not None:
-    logits = jnp.where(mask, logits, _MASKED)
+    logits = jnp.where(mask, logits, MASKED)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("...nqs,...snk->...qnk", weights, v)
+
+
+def chunked_attention(q: Array, k: Array, v: Array, mask: Array | None = None,
+                      scale: float | None = None, *, chunk: int = 0) -> Array:
+  """`dot_product_attention` over blocks of `chunk` queries, for long sequences.
+
+  A `lax.map` over query blocks, each block under `jax.checkpoint`: the
+  float32 logits of one block (..., N, chunk, Lk) exist at a time, in the
+  forward and in the backward pass (which recomputes them), instead of all
+  (..., N, Lq, Lk). The result is the same. `chunk` <= 0 or >= Lq: no blocks.
+  The mask must not vary along the query axis (its Lq dimension is 1).
+  """
+  lq = q.shape[-3]
+  if chunk <= 0 or lq <= chunk:
+    return dot_product_attention(q, k, v, mask, scale)
+  if mask is not None and mask.shape[-2] != 1:
+    raise ValueError(f"chunked attention takes a mask without a query axis; got {mask.shape}")
+  blocks = -(-lq // chunk)
+  lead, tail = q.shape[:-3], q.shape[-2:]
+  q = jnp.pad(q, [(0, 0)] * len(lead) + [(0, blocks * chunk - lq), (0, 0), (0, 0)])
+  q = jnp.moveaxis(q.reshape(*lead, blocks, chunk, *tail), -4, 0)  # (blocks, ..., chunk, N, K)
+  block = jax.checkpoint(lambda qb: dot_product_attention(qb, k, v, mask, scale))
+  out = jnp.moveaxis(jax.lax.map(block, q), 0, -4)
+  return out.reshape(*lead, blocks * chunk, *tail)[..., :lq, :, :]
 
 
 class RMSNorm(nn.Module):
@@ -84,9 +109,13 @@ class Attention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, context: Array | None = None, mask: Array | None = None
-               ) -> Array:
-    """x (..., Lq, D), context (..., Lk, Dc) -> (..., Lq, D)."""
+  def __call__(self, x: Array, context: Array | None = None, mask: Array | None = None,
+               attend: Callable[..., Array] | None = None) -> Array:
+    """x (..., Lq, D), context (..., Lk, Dc) -> (..., Lq, D).
+
+    `attend(q, k, v, mask, scale)` replaces `dot_product_attention` (same
+    shapes and meaning), e.g. a context-parallel form (vidgen/parallel/context.py).
+    """
     context = x if context is None else context
     d, dc = x.shape[-1], context.shape[-1]
     if d % self.heads:
@@ -118,5 +147,5 @@ class Attention(nn.Module):
       key, k_scale = RMSNorm(param_dtype=self.param_dtype, name="key_norm")(key, apply_scale=False)
       q = q * (q_scale * k_scale / math.sqrt(k))
       scale = 1.0
-    out = dot_product_attention(q, key, value, mask, scale)
+    out = (attend or dot_product_attention)(q, key, value, mask, scale)
     return jnp.einsum("...lnk,nkd->...ld", out, wo)

@@ -28,6 +28,7 @@ spatial tokens, L tokens, R packed rows, M clips per row, D width, N heads.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,6 +41,7 @@ from vidgen.models import attention
 from vidgen.models import patches as patches_lib
 from vidgen.models.layers import dense, partitioned
 from vidgen.parallel import axes
+from vidgen.parallel import context as context_lib
 from vidgen.text.encoder import MLP
 
 Array = jax.Array
@@ -88,20 +90,33 @@ def temporal_visible(q_frame: Array, k_frame: Array, k_known: Array, causal: boo
   return (k_frame <= q_frame) | k_known
 
 
-def spatial_attention(attn: nn.Module, x: Array, geom: dict) -> Array:
+def spatial_attention(attn: nn.Module, x: Array, geom: dict, chunk: int = 0) -> Array:
   if not _is_packed(geom):  # x (B, T, S, D): attend over S within each frame
+    if chunk > 0:  # query blocks: long frames (720p: 3,600 tokens) without (S, S) logits
+      return attn(x, attend=functools.partial(attention.chunked_attention, chunk=chunk))
     return attn(x)
   seg, t = geom["segment"], geom["t"]
   mask = (seg[:, :, None] == seg[:, None, :]) & (t[:, :, None] == t[:, None, :])
   return attn(x, mask=mask[:, None])  # (R, 1, L, L)
 
 
-def temporal_attention(attn: nn.Module, x: Array, geom: dict, causal: bool) -> Array:
+def temporal_attention(attn: nn.Module, x: Array, geom: dict, causal: bool,
+                       context_attention: str = "ulysses") -> Array:
   if not _is_packed(geom):  # x (B, T, S, D) -> (B, S, T, D): attend over T at each position
     frame, known = geom["frame"], geom["known"]
-    visible = temporal_visible(frame[:, :, None], frame[:, None, :], known[:, None, :], causal)
-    y = attn(jnp.swapaxes(x, 1, 2), mask=visible[:, None, None])  # (B, 1, 1, T, T)
-    return jnp.swapaxes(y, 1, 2)
+    visible = lambda q, k, k_known: temporal_visible(q, k, k_known, causal)
+    xs = jnp.swapaxes(x, 1, 2)
+    if context_lib.context_size() > 1 and context_attention == "ring":
+      y = attn(xs, attend=lambda q, k, v, mask, scale: context_lib.ring(
+          q, k, v, frame, frame, known, visible, scale))
+    else:
+      attend = None
+      if context_lib.context_size() > 1:  # frames sharded over context: all-to-all to heads
+        attend = lambda q, k, v, mask, scale: context_lib.ulysses(
+            q, k, v, mask, scale, leading=(axes.BATCH, None))
+      mask = visible(frame[:, :, None], frame[:, None, :], known[:, None, :])
+      y = attn(xs, mask=mask[:, None, None], attend=attend)  # mask (B, 1, 1, T, T)
+    return nn.with_logical_constraint(jnp.swapaxes(y, 1, 2), (axes.BATCH, axes.FRAMES, None, None))
   seg, t, h, w, known = (geom[k] for k in ("segment", "t", "h", "w", "known"))
   same = lambda a: a[:, :, None] == a[:, None, :]
   mask = same(seg) & same(h) & same(w) & temporal_visible(
@@ -133,6 +148,9 @@ class DiTBlock(nn.Module):
     qk_norm: RMS-normalise queries and keys.
     dtype: compute dtype.
     param_dtype: parameter dtype.
+    context_attention: temporal attention when frames are sharded over the
+      `context` mesh axis: "ulysses" | "ring" (vidgen/parallel/context.py).
+    attention_chunk: spatial attention in blocks of this many queries (0: one block).
     scanned: return (x, None) for `nn.scan`.
   """
 
@@ -140,6 +158,8 @@ class DiTBlock(nn.Module):
   mlp_ratio: float = 4.0
   causal: bool = True
   qk_norm: bool = True
+  context_attention: str = "ulysses"
+  attention_chunk: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   scanned: bool = False
@@ -157,9 +177,10 @@ class DiTBlock(nn.Module):
     attn = lambda name: attention.Attention(self.heads, self.qk_norm, name=name, **kw)
 
     h = modulate(_plain_norm("norm_spatial", self.dtype)(x), shift_s, scale_s)
-    x = x + gate_s * spatial_attention(attn("spatial"), h, geom)
+    x = x + gate_s * spatial_attention(attn("spatial"), h, geom, self.attention_chunk)
     h = modulate(_plain_norm("norm_temporal", self.dtype)(x), shift_t, scale_t)
-    x = x + gate_t * temporal_attention(attn("temporal"), h, geom, self.causal)
+    x = x + gate_t * temporal_attention(attn("temporal"), h, geom, self.causal,
+                                        self.context_attention)
     h = _affine_norm("norm_cross", **kw)(x)
     x = x + cross_attention(attn("cross"), h, text[0], text[1], geom)
     h = modulate(_plain_norm("norm_mlp", self.dtype)(x), shift_m, scale_m)
@@ -168,9 +189,12 @@ class DiTBlock(nn.Module):
     return (x, None) if self.scanned else x
 
 
-_REMAT_POLICIES = {
+REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # recompute the rest
+    # Keep the same matmul outputs in host memory instead of HBM (TPU and GPU
+    # have a pinned host memory space; copies overlap with compute).
+    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
 
 
@@ -189,7 +213,11 @@ class VideoDiT(nn.Module):
     max_width: position table rows in patch columns.
     causal: temporal attention causal (else full).
     qk_norm: RMS-normalise queries and keys.
-    remat: "none" | "full" | "dots".
+    remat: "none" | "full" | "dots" | "offload" (see `REMAT_POLICIES`).
+    context_attention: "ulysses" | "ring", temporal attention across the
+      `context` mesh axis (vidgen/parallel/context.py).
+    attention_chunk: spatial attention in blocks of this many queries (0: one
+      block), so a long frame's (S, S) logits never exist at once.
     scan_layers: `nn.scan` over blocks (stacked params, one compiled block).
     dtype: compute dtype.
     param_dtype: parameter dtype.
@@ -207,6 +235,8 @@ class VideoDiT(nn.Module):
   causal: bool = True
   qk_norm: bool = True
   remat: str = "none"
+  context_attention: str = "ulysses"
+  attention_chunk: int = 0
   scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -237,14 +267,16 @@ class VideoDiT(nn.Module):
         self.patch_values, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=partitioned(nn.initializers.zeros, axes.EMBED, axes.CONV_OUT),
         bias_init=partitioned(nn.initializers.zeros, axes.CONV_OUT))
+    context_lib.check_mode(self.context_attention)
     block_kw = dict(heads=self.heads, mlp_ratio=self.mlp_ratio, causal=self.causal,
-                    qk_norm=self.qk_norm, **kw)
+                    qk_norm=self.qk_norm, context_attention=self.context_attention,
+                    attention_chunk=self.attention_chunk, **kw)
     block = DiTBlock
     if self.remat != "none":
-      if self.remat not in _REMAT_POLICIES:
+      if self.remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {self.remat!r}; known: none, "
-                         f"{', '.join(_REMAT_POLICIES)}")
-      block = nn.remat(block, policy=_REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
+                         f"{', '.join(REMAT_POLICIES)}")
+      block = nn.remat(block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
     if self.scan_layers:
       self.blocks = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={"params": True},
@@ -351,5 +383,7 @@ def dit_from_config(config: Any) -> VideoDiT:
       depth=variant.depth, heads=variant.heads, mlp_ratio=variant.mlp_ratio,
       max_frames=int(cfg.max_frames), max_height=int(cfg.max_height),
       max_width=int(cfg.max_width), causal=cfg.temporal == "causal", qk_norm=bool(cfg.qk_norm),
-      remat=cfg.remat, scan_layers=bool(cfg.scan_layers), dtype=jnp.dtype(cfg.dtype),
+      remat=cfg.remat, context_attention=cfg.get("context_attention", "ulysses"),
+      attention_chunk=int(cfg.get("attention_chunk", 0)),
+      scan_layers=bool(cfg.scan_layers), dtype=jnp.dtype(cfg.dtype),
       param_dtype=jnp.dtype(cfg.param_dtype))

@@ -26,6 +26,7 @@ D width, N heads, K head dim.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, ClassVar
@@ -40,6 +41,8 @@ from vidgen.models.layers import (CausalConv3d, Downsample, GroupNorm, ResBlock,
                                   TemporalTransformer, Upsample, default_init, partitioned,
                                   zeros_init)
 from vidgen.parallel import axes
+from vidgen.parallel import mesh as mesh_lib
+from vidgen.parallel import rules as rules_lib
 
 Array = jax.Array
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -375,14 +378,22 @@ def _pad_end(x: Array, frames: int) -> Array:
   return jnp.concatenate([x, jnp.repeat(x[:, -1:], extra, axis=1)], axis=1)
 
 
-def encode_chunked(model: VideoVAE, params: Any, video: Array,
-                   chunk_frames: int) -> tuple[Array, Array]:
+def _sharded(mesh: jax.sharding.Mesh | None):
+  """Under `mesh`, the steps shard each chunk: batch over data x fsdp, frames over context."""
+  return contextlib.nullcontext() if mesh is None else mesh_lib.activate(mesh, rules_lib.VAE)
+
+
+def encode_chunked(model: VideoVAE, params: Any, video: Array, chunk_frames: int,
+                   mesh: jax.sharding.Mesh | None = None) -> tuple[Array, Array]:
   """Encodes a long clip `chunk_frames` latent frames at a time; same result as one `encode`.
 
   The first chunk has 1 + (chunk_frames - 1) * time_factor frames, later ones
   chunk_frames * time_factor (the last is padded at the end with its last
   frame and the extra latents dropped), so two jitted functions serve any
-  length and peak memory is that of a chunk.
+  length and peak memory is that of a chunk. With a `mesh`, every chunk's
+  feature maps are sharded by the VAE's logical-axis rules, frames over the
+  `context` axis (the causal convolutions exchange halo frames), so a chunk's
+  memory is split over the context devices; params must be unboxed.
 
   Returns:
     (mean, logvar), each (B, T', H', W', C).
@@ -395,23 +406,27 @@ def encode_chunked(model: VideoVAE, params: Any, video: Array,
   check_clip_shape(model, t, h, w)
   total = 1 + (t - 1) // tf
   first = 1 + (chunk_frames - 1) * tf
-  (mean, logvar), cache = encode_step(model, params, video[:, :first], None)
-  means, logvars = [mean], [logvar]
-  done = mean.shape[1]
-  start = first
-  while done < total:
-    chunk = _pad_end(video[:, start:start + chunk_frames * tf], chunk_frames * tf)
-    (mean, logvar), cache = encode_step(model, params, chunk, cache)
-    keep = min(chunk_frames, total - done)
-    means.append(mean[:, :keep])
-    logvars.append(logvar[:, :keep])
-    done += keep
-    start += chunk_frames * tf
+  with _sharded(mesh):
+    (mean, logvar), cache = encode_step(model, params, video[:, :first], None)
+    means, logvars = [mean], [logvar]
+    done = mean.shape[1]
+    start = first
+    while done < total:
+      chunk = _pad_end(video[:, start:start + chunk_frames * tf], chunk_frames * tf)
+      (mean, logvar), cache = encode_step(model, params, chunk, cache)
+      keep = min(chunk_frames, total - done)
+      means.append(mean[:, :keep])
+      logvars.append(logvar[:, :keep])
+      done += keep
+      start += chunk_frames * tf
   return jnp.concatenate(means, axis=1), jnp.concatenate(logvars, axis=1)
 
 
-def decode_chunked(model: VideoVAE, params: Any, z: Array, chunk_frames: int) -> Array:
+def decode_chunked(model: VideoVAE, params: Any, z: Array, chunk_frames: int,
+                   mesh: jax.sharding.Mesh | None = None) -> Array:
   """Decodes latents `chunk_frames` latent frames at a time; same result as one `decode`.
+
+  With a `mesh`, each chunk is sharded as in `encode_chunked`.
 
   Returns:
     video (B, 1 + (T' - 1) * time_factor, H, W, 3).
@@ -421,15 +436,16 @@ def decode_chunked(model: VideoVAE, params: Any, z: Array, chunk_frames: int) ->
   params = meta.unbox(params)
   tf = time_factor(model)
   total = z.shape[1]
-  video, cache = decode_step(model, params, z[:, :chunk_frames], None)
-  pieces = [video]
-  done = min(chunk_frames, total)
-  while done < total:
-    chunk = _pad_end(z[:, done:done + chunk_frames], chunk_frames)
-    video, cache = decode_step(model, params, chunk, cache)
-    keep = min(chunk_frames, total - done)
-    pieces.append(video[:, :keep * tf])
-    done += keep
+  with _sharded(mesh):
+    video, cache = decode_step(model, params, z[:, :chunk_frames], None)
+    pieces = [video]
+    done = min(chunk_frames, total)
+    while done < total:
+      chunk = _pad_end(z[:, done:done + chunk_frames], chunk_frames)
+      video, cache = decode_step(model, params, chunk, cache)
+      keep = min(chunk_frames, total - done)
+      pieces.append(video[:, :keep * tf])
+      done += keep
   return jnp.concatenate(pieces, axis=1)
 
 

@@ -22,6 +22,9 @@ LENGTH = "length"  # a flattened token axis (L)
 EMBED = "embed"  # model width D / channels of a feature map
 MLP = "mlp"  # hidden width of an MLP
 HEADS = "heads"  # N
+# N of attention activations in the context-parallel all-to-all (Ulysses)
+# layout: heads over tensor x context, every frame local.
+CONTEXT_HEADS = "context_heads"
 KV = "kv"  # K
 CONV_IN = "conv_in"  # input channels of a conv kernel
 CONV_OUT = "conv_out"  # output channels of a conv kernel
@@ -30,8 +33,8 @@ NORM = "norm"  # scales and biases of norms
 LAYERS = "layers"  # the stacked-blocks axis of `nn.scan` over layers (never sharded)
 TABLE = "table"  # rows of a lookup table: positions, modulation slots (replicated)
 
-ALL = (BATCH, FRAMES, HEIGHT, WIDTH, LENGTH, EMBED, MLP, HEADS, KV, CONV_IN, CONV_OUT,
-       VOCAB, NORM, LAYERS, TABLE)
+ALL = (BATCH, FRAMES, HEIGHT, WIDTH, LENGTH, EMBED, MLP, HEADS, CONTEXT_HEADS, KV, CONV_IN,
+       CONV_OUT, VOCAB, NORM, LAYERS, TABLE)
 
 # Mesh axes, outermost first (data-centre network ... chip interconnect).
 MESH_AXES = ("data", "fsdp", "tensor", "context")

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from flax import linen as nn
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -58,9 +59,36 @@ def logical_sharding(mesh: Mesh, rules: rules_lib.Rules, *names: str | None) -> 
   return NamedSharding(mesh, spec)
 
 
-def tree_shardings(mesh: Mesh, rules: rules_lib.Rules, logical_specs: Any) -> Any:
-  """Logical PartitionSpecs (from `nn.get_partition_spec`) -> NamedShardings."""
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+def tree_shardings(mesh: Mesh, rules: rules_lib.Rules, logical_specs: Any,
+                   shapes: Any = None) -> Any:
+  """Logical PartitionSpecs (from `nn.get_partition_spec`) -> NamedShardings.
+
+  With `shapes` (a matching tree of arrays or ShapeDtypeStructs), a dimension
+  whose size its mesh axes do not divide (a 12-channel conv on fsdp 16) is
+  replicated instead, and logged: jit cannot place an array split unevenly.
+  """
+  shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+  if shapes is None:
+    return shardings
+
+  def fit(path, shape, sharding):
+    spec = tuple(sharding.spec) + (None,) * (len(shape.shape) - len(sharding.spec))
+    kept = tuple(ax if size % axis_size(mesh, ax) == 0 else None
+                 for size, ax in zip(shape.shape, spec))
+    if kept == spec:
+      return sharding
+    logging.info("%s %s: replicated where %s does not divide it", jax.tree_util.keystr(path),
+                 tuple(shape.shape), P(*spec))
+    return NamedSharding(mesh, P(*kept), memory_kind=sharding.memory_kind)
+
+  return jax.tree_util.tree_map_with_path(fit, shapes, shardings)
+
+
+def axis_size(mesh: Mesh, axis: str | tuple[str, ...] | None) -> int:
+  """Devices along a PartitionSpec entry (None: 1)."""
+  if axis is None:
+    return 1
+  return math.prod(int(mesh.shape[a]) for a in (axis if isinstance(axis, tuple) else (axis,)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

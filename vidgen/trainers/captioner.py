@@ -150,15 +150,20 @@ def init_params(models: Models, rng) -> dict[str, Any]:
   return out
 
 
-def make_task(config, for_inference: bool = False) -> loop.Task:
-  """The captioner as a Task; `for_inference`: to restore a trained model."""
+def make_task(config, for_inference: bool = False, vocab_size: int | None = None
+              ) -> loop.Task:
+  """The captioner as a Task; `for_inference`: to restore a trained model.
+
+  `vocab_size`: the caption vocabulary without reading the tokenizer file
+  (vidgen.aot; the pictures then need the file when they are drawn).
+  """
   latent = config.captioner.input == "latents"
   if latent and not config.vae.checkpoint and not for_inference:
     raise ValueError("captioner.input=latents needs a trained VAE: set vae.checkpoint")
   if not for_inference:
     pipeline.ensure_tokenizer(config)
-  models = Models.from_config(config)
-  tokenizer = tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config))
+  models = Models.from_config(config, vocab_size)
+  tokenizer = functools.cache(lambda: tokenizer_lib.Tokenizer(pipeline.tokenizer_path(config)))
   greedy_jit = jax.jit(models.greedy)
 
   def pretrained(params):
@@ -174,7 +179,7 @@ def make_task(config, for_inference: bool = False) -> loop.Task:
     n = min(4, np.shape(batch["video"])[0])
     video = np.asarray(batch["video"][:n])
     pred = np.asarray(greedy_jit(params, jnp.asarray(video)))
-    captions = [f"true: {tokenizer.decode(t)} | greedy: {tokenizer.decode(p)}"
+    captions = [f"true: {tokenizer().decode(t)} | greedy: {tokenizer().decode(p)}"
                 for t, p in zip(np.asarray(batch["tokens"][:n]), pred)]
     return {"captions": np.asarray(viz.contact_sheet(list(video), captions))}
 

@@ -5,7 +5,10 @@ A step directory `W/checkpoints/<step>/` has two items:
          has now, so a run saved on 8 devices resumes on 2),
   data   each process's Grain iterator state, `process_<i>-of-<n>.json`,
          captured when the save starts (so an async save cannot see a later
-         position of the stream).
+         position of the stream). The video pipeline's states are keyed by
+         data shard (vidgen/data/pipeline.py), so a restore on another
+         process count gives each process the saved states of the shards it
+         owns now, read from the files that hold them.
 Saves are asynchronous: the step loop goes on while the arrays are written;
 a step is listed only once orbax has committed it, so a process killed
 mid-save leaves the previous checkpoint as the latest usable one.
@@ -24,6 +27,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from vidgen.data import pipeline
+
 
 class CheckpointMismatch(ValueError):
   """A checkpoint that does not fit the model; names the first mismatched parameter."""
@@ -34,21 +39,43 @@ class CheckpointMismatch(ValueError):
 
 
 class DataStateHandler(ocp.CheckpointHandler):
-  """Saves and restores per-process iterator states (JSON strings)."""
+  """Saves per-process iterator states (JSON strings); restores this process's share."""
 
   def save(self, directory: epath.Path, args: "DataStateSave") -> None:
     index, count = jax.process_index(), jax.process_count()
     (directory / f"process_{index}-of-{count}.json").write_text(args.state)
 
   def restore(self, directory: epath.Path, args: "DataStateRestore" = None) -> dict | None:
+    """This process's data state, or None (with a warning) when the stream cannot continue.
+
+    Saved by as many processes as there are now: this process's own file.
+    Otherwise the saved states are regrouped by data shard
+    (`pipeline.host_state`), which works when they are sharded and the shard
+    count is a multiple of the process count.
+    """
     index, count = jax.process_index(), jax.process_count()
-    path = directory / f"process_{index}-of-{count}.json"
-    if path.exists():
-      return json.loads(path.read_text())
-    saved = sorted(p.name for p in directory.glob("process_*.json"))
+    saved: dict[int, dict[int, epath.Path]] = {}
+    for path in directory.glob("process_*-of-*.json"):
+      m = re.fullmatch(r"process_(\d+)-of-(\d+)\.json", path.name)
+      if m:
+        saved.setdefault(int(m[2]), {})[int(m[1])] = path
+    names = sorted(p.name for paths in saved.values() for p in paths.values())
+    problem = None
+    if len(saved) != 1:
+      problem = "no single process count"
+    else:
+      (saved_count, paths), = saved.items()
+      if sorted(paths) != list(range(saved_count)):
+        problem = f"files missing for processes of {saved_count}"
+    if problem is None:
+      try:
+        return pipeline.host_state(lambda i: json.loads(paths[i].read_text()), saved_count,
+                                   index, count)
+      except pipeline.StateMismatch as e:
+        problem = str(e)
     logging.warning(
-        "checkpoint data state %s has %s, none for process %d of %d: the data stream "
-        "starts afresh (the model state is restored)", directory, saved, index, count)
+        "checkpoint data state %s has %s (%s): process %d of %d starts the data stream "
+        "afresh (the model state is restored)", directory, names, problem, index, count)
     return None
 
   def structure(self, directory):  # pylint: disable=unused-argument

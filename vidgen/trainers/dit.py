@@ -430,14 +430,19 @@ def init_params(models: Models, max_len: int, rng) -> dict[str, Any]:
   }
 
 
-def make_task(config, for_inference: bool = False) -> loop.Task:
-  """Stage 2 as a Task; `for_inference`: to restore a trained model (no VAE checkpoint needed)."""
+def make_task(config, for_inference: bool = False, vocab_size: int | None = None
+              ) -> loop.Task:
+  """Stage 2 as a Task; `for_inference`: to restore a trained model (no VAE checkpoint needed).
+
+  `vocab_size`: the text encoder's vocabulary without reading the tokenizer
+  file (vidgen.aot compiles the step without any file).
+  """
   if not config.vae.checkpoint and not for_inference:
     raise ValueError("stage 2 needs a trained VAE: set vae.checkpoint to its workdir "
                      "(python -m vidgen.train --config=configs/shapes/vae.py --workdir=W)")
   if not for_inference:
     pipeline.ensure_tokenizer(config)  # sampling must use the tokenizer it trained with
-  models = Models.from_config(config)
+  models = Models.from_config(config, vocab_size)
   cfg = config.diffusion
   frozen = ("vae", "latent") + (() if config.text.encoder.trainable else ("text",))
   trainable = tuple(k for k in ("dit", "text") if k not in frozen)

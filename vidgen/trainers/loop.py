@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import signal
 import threading
 import time
@@ -138,12 +140,15 @@ def setup(config, task: Task, mesh: jax.sharding.Mesh | None = None) -> Setup:
   def init_fn(rng):
     return TrainState.create(task.init(rng), tx, ema)
 
+  # The key is abstract: a concrete one made under the mesh would be placed on
+  # its devices, which compile-only devices (vidgen.aot) cannot hold.
+  key = jax.eval_shape(lambda: jax.random.key(0))
   with mesh_lib.activate(mesh, task.rules):
-    boxed = jax.eval_shape(init_fn, jax.random.key(0))
-  shardings = mesh_lib.tree_shardings(mesh, task.rules, nn.get_partition_spec(boxed))
+    boxed = jax.eval_shape(init_fn, key)
+  unboxed = nn.unbox(boxed)
+  shardings = mesh_lib.tree_shardings(mesh, task.rules, nn.get_partition_spec(boxed), unboxed)
   abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      nn.unbox(boxed), shardings)
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, shardings)
   return Setup(mesh, task.rules, tx, abstract, shardings, init_fn)
 
 
@@ -255,6 +260,32 @@ class _StopSignal:
 # The loop.
 
 
+class _BatchKeysLog:
+  """`train.log_batch_keys`: W/batch_keys/process_<i>-of-<n>.jsonl, a line per step.
+
+  Each line is `{"step": s, "keys": [...], "shards": [...]}`: the source keys
+  of this process's rows of the batch that step s trained on, and the data
+  shards this process reads. A restarted run appends; a step logged after the
+  last checkpoint appears again after a resume (the last line of a step wins).
+  """
+
+  def __init__(self, workdir: str, process_index: int, process_count: int):
+    folder = os.path.join(workdir, "batch_keys")
+    os.makedirs(folder, exist_ok=True)
+    self._file = open(os.path.join(folder, f"process_{process_index}-of-{process_count}.jsonl"),
+                      "a")
+
+  def write(self, step: int, local: Mapping[str, np.ndarray], shards) -> None:
+    line = {"step": step, "keys": np.asarray(local.get("key", [])).astype(np.int64).tolist()}
+    if shards is not None:
+      line["shards"] = [int(j) for j in shards]
+    self._file.write(json.dumps(line) + "\n")
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
 @dataclasses.dataclass
 class Result:
   step: int
@@ -310,7 +341,10 @@ def train(config, workdir: str, task: Task, *,
   if latest is not None:
     state, data_state = ckpt.restore(latest, s.abstract)
     if data_state is not None:
-      data_iter.set_state(data_state)
+      try:
+        data_iter.set_state(data_state)
+      except pipeline.StateMismatch as e:
+        logging.warning("the data stream starts afresh (the model state is restored): %s", e)
     logging.info("resumed from step %d of %s", latest, ckpt.directory)
   else:
     state = init_state(s, _init_rng(config))
@@ -334,6 +368,8 @@ def train(config, workdir: str, task: Task, *,
   stopped_early = preempted = False
   eval_metrics: dict[str, float] = {}
   started = time.perf_counter()
+  keys_log = _BatchKeysLog(workdir, process_index, process_count) if t.get(
+      "log_batch_keys", False) else None
 
   def run_eval(params):
     nonlocal eval_metrics
@@ -347,6 +383,8 @@ def train(config, workdir: str, task: Task, *,
   try:
     while step < t.steps:
       local = next(data_iter)
+      if keys_log is not None:
+        keys_log.write(step + 1, local, getattr(data_iter, "shards", None))
       shapes = tuple((k, np.shape(local[k])) for k in task.batch_keys)
       if shapes not in steps:
         logging.info("compiling the train step for %s", dict(shapes))
@@ -404,5 +442,7 @@ def train(config, workdir: str, task: Task, *,
     stop.uninstall()
     ckpt.close()
     writer.close()
+    if keys_log is not None:
+      keys_log.close()
   return Result(step=step, stopped_early=stopped_early, eval=eval_metrics,
                 skipped=int(jax.device_get(state.skipped)), preempted=preempted)
