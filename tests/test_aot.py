@@ -392,3 +392,22 @@ def test_out_of_memory_compile_error():
                                   "exceeded_by_bytes": int(24.76 * 2 ** 30)}
   with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):  # not memory: propagates
     aot.compile_step(lambda: FakeLowered(error="INVALID_ARGUMENT: bad"), CHIP)
+
+
+@needs_libtpu
+def test_tpu_compiler_options_parse_and_apply_only_to_tpu_meshes():
+  from vidgen.parallel import mesh as mesh_lib
+  from vidgen.trainers import loop
+  config = configlib.load(SMOKE, {
+      "train.tpu_compiler_options": "xla_a=1000000, xla_b=true,xla_c=0.5,xla_d=fast"})
+  _, topo = aot.get_topology("v4:2x2x1")
+  tpu = mesh_lib.make_mesh(config.mesh, devices=topo.devices)
+  cpu = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:1])
+  assert loop.compiler_options(config, tpu) == {"xla_a": 1000000, "xla_b": True,
+                                                "xla_c": 0.5, "xla_d": "fast"}
+  assert loop.compiler_options(config, cpu) is None
+  bad = configlib.load(SMOKE, {"train.tpu_compiler_options": "xla_a"})
+  with pytest.raises(ValueError, match="not name=value"):
+    loop.compiler_options(bad, tpu)
+  # The scaling configs' own option is one libtpu knows (the smoke compiles use it).
+  assert "windowed_einsum" in configlib.load(SMOKE).train.tpu_compiler_options

@@ -942,7 +942,9 @@ def compile_sample(config, s, chip: Chip, batch: int, hlo_path: str | None = Non
   args = (s.abstract.params["dit"], x, text, tmask, text, tmask)
   in_shardings = jax.tree.map(lambda a: a.sharding, args)
   # The null caption (masks.empty_caption) has the caption's shapes.
-  jitted = jax.jit(step, in_shardings=in_shardings, out_shardings=x.sharding)
+  from vidgen.trainers import loop  # pylint: disable=g-import-not-at-top
+  jitted = jax.jit(step, in_shardings=in_shardings, out_shardings=x.sharding,
+                   compiler_options=loop.compiler_options(config, s.mesh))
   calls = 1 if generator.cfg == 1 else 2
   forward = dit_flops(config, batch)["dit_forward_flops"]
   model_flops = calls * forward / mesh.size

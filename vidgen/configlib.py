@@ -223,6 +223,9 @@ def train_config() -> ConfigDict:
       max_consecutive_skips=20,  # non-finite steps in a row that stop the run
       time_limit_minutes=0.0,  # stop (and checkpoint) after this much training time; 0: none
       log_batch_keys=False,  # debug: each step's batch keys to W/batch_keys/process_<i>-of-<n>.jsonl
+      # XLA options of the train step when it compiles for TPU, "name=value,...";
+      # ignored on other platforms (their compilers reject TPU names).
+      tpu_compiler_options="",
   ))
 
 

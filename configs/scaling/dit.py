@@ -140,6 +140,13 @@ def get_config(arg=None):
 
   t = config.train
   t.steps = steps
+  # No windowed einsums (XLA's collective matmuls) for the fsdp all-gathers of
+  # weights: they split each matmul over the contraction into fsdp steps that
+  # re-read and re-write the whole activation-sized output, where a video DiT's
+  # weights (10 MB a matrix at XL) are far smaller than its activations. For
+  # XL/2 on v5p-32 (configs/scaling/pods.py) vidgen.aot counts 0.97 TB of HBM
+  # traffic a step with them, 0.40 TB without (docs/scaling.md).
+  t.tpu_compiler_options = "xla_jf_spmd_threshold_for_windowed_einsum_mib=1000000"
   if arg.smoke:
     t.log_every, t.picture_every, t.eval_every, t.eval_batches, t.checkpoint_every = 2, 2, 0, 1, 2
   else:

@@ -40,6 +40,7 @@ from vidgen.eval import metrics as eval_metrics
 from vidgen.models import dit as dit_lib
 from vidgen.models import patches as patches_lib
 from vidgen.models import vae as vae_lib
+from vidgen.parallel import multihost
 from vidgen.parallel import rules as rules_lib
 from vidgen.text import encoder as encoder_lib
 from vidgen.text import tokenizer as tokenizer_lib
@@ -406,11 +407,19 @@ def _latent_std(config, models: Models, params) -> float:
     meta = latents_lib.LatentRecords(config.dit.latents).metadata
     if meta.get("latent_std"):
       return float(meta["latent_std"])
-  data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0))
+  # Each host encodes batches of its own data shards; the moments are summed
+  # over hosts, so every host gets the same scale.
+  data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0,
+                                           process_index=jax.process_index(),
+                                           process_count=jax.process_count()))
   vae = models.vae
   encode = jax.jit(lambda p, v: vae.apply({"params": p}, to_float(v), method=vae.encode)[0][0])
-  means = [np.asarray(encode(params["vae"], next(data)["video"])) for _ in range(4)]
-  return float(np.std(np.concatenate([m.ravel() for m in means])))
+  means = np.concatenate([np.asarray(encode(params["vae"], next(data)["video"]), np.float64).ravel()
+                          for _ in range(4)])
+  moments = multihost.sum_over_processes(
+      {"n": float(means.size), "sum": float(means.sum()), "sq": float(np.square(means).sum())})
+  mean = moments["sum"] / moments["n"]
+  return float(np.sqrt(max(moments["sq"] / moments["n"] - mean * mean, 0.0)))
 
 
 def init_params(models: Models, max_len: int, rng) -> dict[str, Any]:

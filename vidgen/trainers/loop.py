@@ -172,6 +172,33 @@ def batch_shardings(s: Setup, example: Mapping[str, np.ndarray], keys) -> dict:
   return {k: mesh_lib.batch_sharding(s.mesh, s.rules, np.ndim(example[k])) for k in keys}
 
 
+def compiler_options(config, mesh: jax.sharding.Mesh) -> dict[str, Any] | None:
+  """`train.tpu_compiler_options` ("name=value,...") when `mesh` is of TPUs, else None.
+
+  Values read as int, float or bool (true/false) where they parse, else strings.
+  """
+  text = config.train.get("tpu_compiler_options", "")
+  if not text or mesh.devices.flat[0].platform != "tpu":
+    return None
+  options = {}
+  for item in text.split(","):
+    name, eq, value = (p.strip() for p in item.partition("="))
+    if not name or not eq:
+      raise ValueError(f"train.tpu_compiler_options: {item!r} is not name=value")
+    if value.lower() in ("true", "false"):
+      options[name] = value.lower() == "true"
+      continue
+    for kind in (int, float):
+      try:
+        options[name] = kind(value)
+        break
+      except ValueError:
+        continue
+    else:
+      options[name] = value
+  return options
+
+
 def compile_train_step(s: Setup, task: Task, config, example_batch) -> Callable:
   step = functools.partial(train_step, grads_fn=task.grads, tx=s.tx,
                            ema_decay=float(config.optim.ema_decay))
@@ -180,7 +207,7 @@ def compile_train_step(s: Setup, task: Task, config, example_batch) -> Callable:
       step,
       in_shardings=(s.shardings, batch_shardings(s, example_batch, task.batch_keys), repl),
       out_shardings=(s.shardings, repl),
-      donate_argnums=(0,))
+      donate_argnums=(0,), compiler_options=compiler_options(config, s.mesh))
 
 
 def compile_eval_step(s: Setup, task: Task, example_batch) -> Callable:
