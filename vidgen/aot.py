@@ -85,7 +85,6 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vidgen.parallel import mesh as mesh_lib
 
