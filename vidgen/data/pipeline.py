@@ -278,16 +278,18 @@ def skip_counts(state: Any) -> dict[str, int]:
   return dict(total)
 
 
-def per_host_sizes(buckets: tuple[buckets_lib.Bucket, ...], process_count: int) -> tuple[int, ...]:
-  sizes = []
+def _split_batches(buckets: tuple[buckets_lib.Bucket, ...], parts: int, what: str
+                   ) -> tuple[int, ...]:
+  """Each bucket's global batch / `parts`; ValueError naming a bucket that does not divide."""
   for b in buckets:
-    if b.batch_size % process_count:
+    if b.batch_size % parts:
       raise ValueError(
-          f"bucket {b}: global batch size {b.batch_size} is not divisible by "
-          f"{process_count} processes"
-      )
-    sizes.append(b.batch_size // process_count)
-  return tuple(sizes)
+          f"bucket {b}: global batch size {b.batch_size} is not divisible by {parts} {what}")
+  return tuple(b.batch_size // parts for b in buckets)
+
+
+def per_host_sizes(buckets: tuple[buckets_lib.Bucket, ...], process_count: int) -> tuple[int, ...]:
+  return _split_batches(buckets, process_count, "processes")
 
 
 # ---------------------------------------------------------------------------
@@ -326,14 +328,8 @@ def shard_owner(shard: int, shards: int, process_count: int) -> int:
 
 def per_shard_sizes(buckets: tuple[buckets_lib.Bucket, ...], shards: int) -> tuple[int, ...]:
   """Each bucket's global batch split over `shards`; ValueError naming a bucket that does not divide."""
-  sizes = []
-  for b in buckets:
-    if b.batch_size % shards:
-      raise ValueError(
-          f"bucket {b}: global batch size {b.batch_size} is not divisible by "
-          f"{shards} data shards (data.shards, or the process count when it is 0)")
-    sizes.append(b.batch_size // shards)
-  return tuple(sizes)
+  return _split_batches(buckets, shards,
+                        "data shards (data.shards, or the process count when it is 0)")
 
 
 def shard_seed(seed: int, shard: int, shards: int) -> int:
