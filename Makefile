@@ -34,16 +34,16 @@ install-test: $(VENV)/.installed-test
 # QUICK=1 gives a first look in under 10 minutes (short runs, few prompts).
 ifeq ($(QUICK),1)
 VAE_MINUTES ?= 3
-VAE_STEPS ?= 800
+VAE_STEPS ?= 1300
 DIT_MINUTES ?= 3
 DIT_STEPS ?= 1200
 LATENTS ?= 800
 PROMPTS ?= 8
 else
 VAE_MINUTES ?= 12
-VAE_STEPS ?= 3300
-DIT_MINUTES ?= 18
-DIT_STEPS ?= 8000
+VAE_STEPS ?= 5000
+DIT_MINUTES ?= 20
+DIT_STEPS ?= 12000
 LATENTS ?= 4000
 PROMPTS ?= 48
 endif

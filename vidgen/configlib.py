@@ -149,7 +149,9 @@ def data_config() -> ConfigDict:
       sizes=dict(train=100_000, test=256, holdout=256),
       # Moving Shapes written to array_record by `vidgen.prepare --mode=build`.
       build_sizes=dict(train=2_000, test=256, holdout=256),
-      shapes=dict(height=64, width=64, frames=16, num_objects=1, holdout=(), seed=0),
+      # train_num_objects: objects per clip of the train split only (0: num_objects).
+      shapes=dict(height=64, width=64, frames=16, num_objects=1, train_num_objects=0,
+                  holdout=(), seed=0),
       buckets="16x64x64:8",  # TxHxW:global_batch[@weight], comma separated
       sampling=dict(stride=1, fps=0.0, random_start=True, random_crop=False),
       shuffle=True,
@@ -273,6 +275,8 @@ def dit_config() -> ConfigDict:
       param_dtype="float32",
       remat="none",  # none | full | dots (save matmul outputs) | offload (dots, to host)
       scan_layers=False,  # nn.scan over blocks: one compiled block, stacked params
+      pos_init="sincos",  # learned positions start as sin-cos on a third of D each | normal
+      pooled_text=True,  # the caption's pooled embedding joins the time embedding in adaLN
       # Temporal attention with frames sharded over the mesh's context axis:
       # ulysses (all-to-all to a head-sharded layout) | ring (ppermute of keys).
       context_attention="ulysses",
@@ -450,6 +454,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "data.shapes.width": (lambda v: v >= 16, "must be >= 16"),
     "data.shapes.frames": (_positive, "must be >= 1"),
     "data.shapes.num_objects": (lambda v: v in (1, 2), "must be 1 or 2"),
+    "data.shapes.train_num_objects": (lambda v: v in (0, 1, 2), "must be 0 (num_objects), 1 or 2"),
     "data.shapes.holdout": (_check_holdout, ""),
     "data.sizes.train": (_non_negative, "must be >= 0"),
     "data.sizes.test": (_non_negative, "must be >= 0"),
@@ -534,6 +539,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dit.param_dtype": (lambda v: v in DTYPES, f"must be one of {DTYPES}"),
     "dit.remat": (lambda v: v in REMAT, f"must be one of {REMAT}"),
     "dit.context_attention": (lambda v: v in ("ulysses", "ring"), "must be ulysses or ring"),
+    "dit.pos_init": (lambda v: v in ("sincos", "normal"), "must be sincos or normal"),
     "dit.attention_chunk": (_non_negative, "must be >= 0 (0: no query blocks)"),
     "data.shards": (_non_negative, "must be >= 0 (0: one per process)"),
     "dit.latent_scale": (_non_negative, "must be >= 0 (0: from the latents metadata)"),

@@ -64,12 +64,18 @@ def build(config) -> None:
     sizes = {k: int(v) for k, v in config.data.build_sizes.items()}
     if not config.data.shapes.holdout:
       sizes["holdout"] = 0
-    builder = moving_shapes.MovingShapes(
-        data_dir=config.data.data_dir, shapes=pipeline.shapes_config(config.data),
-        split_sizes=sizes, file_format="array_record")
-    builder.download_and_prepare()
-    logging.info("built Moving Shapes %s in %.1fs: %s", sizes, time.time() - start,
-                 builder.data_dir)
+    # One TFDS builder per distinct split config (the train split's object
+    # count may differ: data.shapes.train_num_objects).
+    groups = {}
+    for split, size in sizes.items():
+      groups.setdefault(pipeline.shapes_config(config.data, split), {})[split] = size
+    for shapes, group in groups.items():
+      builder = moving_shapes.MovingShapes(
+          data_dir=config.data.data_dir, shapes=shapes, split_sizes=group,
+          file_format="array_record")
+      builder.download_and_prepare()
+      logging.info("built Moving Shapes %s in %.1fs: %s", group, time.time() - start,
+                   builder.data_dir)
   elif kind in ("folder", "folder_records"):
     builder = video_folder.VideoFolder(
         data_dir=config.data.data_dir, folder=arg, file_format="array_record")
@@ -90,7 +96,7 @@ def export(config, split: str, out: str, num: int) -> int:
   written = 0
   with open(os.path.join(out, "prompts.jsonl"), "w") as prompts:
     if kind in ("shapes", "shapes_records"):
-      cfg = pipeline.shapes_config(config.data)
+      cfg = pipeline.shapes_config(config.data, split)
       with open(os.path.join(out, "ground_truth.jsonl"), "w") as truth:
         for i in range(num):
           ex = moving_shapes.example(cfg, split, i)

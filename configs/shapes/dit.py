@@ -38,6 +38,7 @@ def get_config(arg=None):
   config.vae.checkpoint = arg.vae
 
   d = config.data
+  d.shapes.train_num_objects = 0  # the VAE trained on two-object clips; captions here have one
   d.buckets = "17x64x64:8@3,9x48x80:8@1"
   d.num_workers = arg.workers
 

@@ -59,6 +59,35 @@ def test_patchify_rejects_sizes_that_do_not_divide():
     patches.patchify(jnp.zeros((1, 3, 4, 4, C)), (2, 2, 2))
 
 
+@pytest.mark.parametrize("width", [64, 128, 100])
+def test_sincos_positions_start_distinct_on_disjoint_bands(width):
+  pos = patches.Positions(width, max_frames=6, max_height=8, max_width=8)
+  params = pos.init(jax.random.key(0), jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32),
+                    jnp.zeros((1,), jnp.int32))["params"]
+  tables = [np.asarray(nn.unbox(params[k])) for k in ("pos_t", "pos_h", "pos_w")]
+  used = [np.flatnonzero(np.abs(t).sum(0) > 0) for t in tables]
+  # Three contiguous, disjoint bands in order, covering D but an odd leftover dimension.
+  for u in used:
+    np.testing.assert_array_equal(u, np.arange(u[0], u[-1] + 1))
+  assert used[0][-1] < used[1][0] and used[1][-1] < used[2][0]
+  assert sum(len(u) for u in used) >= width - 1
+  # Each row is sin/cos pairs: squared norm = half its band, like a unit vector per pair.
+  for t, u in zip(tables, used):
+    np.testing.assert_allclose(np.square(t).sum(1), len(u) / 2, rtol=1e-6)
+  # Transposed positions differ (the h and w tables are not the same vectors).
+  t, h, w = np.meshgrid(np.arange(6), np.arange(8), np.arange(8), indexing="ij")
+  emb = np.asarray(pos.apply({"params": params}, t.ravel(), h.ravel(), w.ravel()))
+  assert len(np.unique(np.round(emb, 5), axis=0)) == 6 * 8 * 8
+  normal = patches.Positions(width, 6, 8, 8, table_init="normal")
+  p = normal.init(jax.random.key(0), jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32),
+                  jnp.zeros((1,), jnp.int32))["params"]
+  assert float(np.std(np.asarray(nn.unbox(p["pos_h"])))) < 0.05
+  with pytest.raises(ValueError, match="position init"):
+    patches.Positions(width, 6, 8, 8, table_init="fourier").init(
+        jax.random.key(0), jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32),
+        jnp.zeros((1,), jnp.int32))
+
+
 def test_output_shape_and_zero_init_output():
   model = dit.VideoDiT(**KW)
   z = jax.random.normal(jax.random.key(0), (2, 3, 4, 6, C))

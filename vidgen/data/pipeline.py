@@ -626,10 +626,10 @@ def make_source(data_config, split: str):
   kind, _, arg = spec.partition(":")
   if kind == "shapes":
     return moving_shapes.MovingShapesSource(
-        shapes_config(data_config), split, int(data_config.sizes[split]))
+        shapes_config(data_config, split), split, int(data_config.sizes[split]))
   if kind == "shapes_records":
     return moving_shapes.MovingShapesRecordSource(
-        data_config.data_dir, shapes_config(data_config), split)
+        data_config.data_dir, shapes_config(data_config, split), split)
   if kind == "folder":
     return video_folder.VideoFolderSource(arg)
   if kind == "folder_records":
@@ -645,12 +645,21 @@ def make_source(data_config, split: str):
   raise ValueError(f"unknown data.source {spec!r}")
 
 
-def shapes_config(data_config):
+def shapes_config(data_config, split: str | None = None):
+  """The ShapesConfig of `data.shapes` for `split` (None: the evaluation splits' config).
+
+  `data.shapes.train_num_objects` (when > 0) sets the objects per clip of the
+  train split only: a VAE learns edges faster from two objects a clip, while
+  its test and holdout splits stay those of the one-object data set.
+  """
   from vidgen.data import moving_shapes  # pylint: disable=g-import-not-at-top
 
   s = data_config.shapes
+  objects = s.num_objects
+  if split == "train" and s.get("train_num_objects", 0):
+    objects = s.train_num_objects
   return moving_shapes.ShapesConfig(
-      height=s.height, width=s.width, frames=s.frames, num_objects=s.num_objects,
+      height=s.height, width=s.width, frames=s.frames, num_objects=objects,
       holdout=tuple(tuple(p) for p in s.holdout), seed=s.seed)
 
 

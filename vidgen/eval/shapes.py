@@ -44,13 +44,20 @@ How a clip is read (T frames of H x W, the contract of MOVING_SHAPES.md):
 - Shape, from the medians over the frames used of the fill ratio
   `area / (box height x box width)` (square 1, circle ~pi/4, triangle ~1/2)
   and the vertical asymmetry `(area below the box centre - area above) /
-  area` (triangle apex up ~ +1/2, circle and square 0): triangle when
-  `asym >= 0.2` and `asym - fill > -0.5`; square when `fill >= 0.965`;
-  circle when `0.65 <= fill < 0.965` and `|asym| < 0.25`; else unknown
-  (None). Measured on the renderer over all sub-pixel offsets, these hold
-  with margin from 32 x 32 up; at 16 x 16 a small object is 3 pixels wide
-  and a circle can be a full 3 x 3 block, so shape (and a small triangle's
-  size) is not decidable there.
+  area` (triangle apex up ~ +1/2, circle and square 0), and the edge cover
+  (pixels on the box's first and last row over its width, and on its first
+  and last column over its height, averaged: square 1, a circle's chords
+  0.2-0.5): triangle when `asym >= 0.2` and `asym - fill > -0.5`; square
+  when `fill >= 0.965`, or, where a small object is at least 8 pixels (a
+  canvas of 40 and up), when `fill >= 0.85` and `fill + edge >= 1.45`;
+  circle when not a square, `fill >= 0.65` and `|asym| < 0.25`; else
+  unknown (None). Measured on the renderer over all sub-pixel offsets, these
+  hold with margin from 32 x 32 up (rendered circles from 40 x 40 up: fill +
+  edge <= 1.38); the second square rule reads squares whose corners a
+  decoder has rounded (VAE reconstructions: fill >= 0.90, fill + edge >=
+  1.52) and that the fill ratio alone calls circles. At 16 x 16 a small
+  object is 3 pixels wide and a circle can be a full 3 x 3 block, so shape
+  (and a small triangle's size) is not decidable there.
 - Size: the median over the frames used of the larger box side, against the
   nominal sides `s_small = side_pixels('small')` and `s_large`: small in
   [0.5 s_small, (s_small + s_large) / 2), large in [(s_small + s_large) / 2,
@@ -99,6 +106,12 @@ _K = len(ms.COLOR_NAMES)
 TRIANGLE_MIN_ASYM = 0.2
 TRIANGLE_MIN_SCORE = -0.5  # asym - fill
 SQUARE_MIN_FILL = 0.965
+# A square with corners rounded by blur keeps its sides: on canvases where a
+# small object is at least SQUARE_EDGE_MIN_SIDE pixels, fill + edge (the share
+# of the box sides covered) separates it from any rendered circle.
+SQUARE_EDGE_MIN_SIDE = 8
+SQUARE_MIN_FILL_WITH_EDGES = 0.85
+SQUARE_MIN_FILL_PLUS_EDGE = 1.45
 CIRCLE_MIN_FILL = 0.65
 CIRCLE_MAX_ABS_ASYM = 0.25
 # A frame whose box touches another's is still clean when the object covers
@@ -148,10 +161,11 @@ def _labels(videos: np.ndarray, tol: float) -> np.ndarray:
 def _axis(profile: np.ndarray, n: int):
   """Torus-unwrapped statistics of pixel-count profiles (..., n) along one axis.
 
-  Returns (area, centroid, box centre, extent, asymmetry), each (...);
+  Returns (area, centroid, box centre, extent, asymmetry, edge), each (...);
   centroid and box centre in [0, n) pixel coordinates (pixel i spans
   [i, i + 1)), nan where the profile is empty. Asymmetry: (count after the
-  box centre - count before) / area.
+  box centre - count before) / area. Edge: the mean count of the box's first
+  and last line (pixels on the two box sides across this axis).
   """
   p = profile.astype(np.float64)
   area = p.sum(-1)
@@ -171,7 +185,10 @@ def _axis(profile: np.ndarray, n: int):
   empty = area == 0
   box = np.where(empty, np.nan, ref + 0.5 + (kmin + kmax) / 2)
   extent = np.where(empty, np.nan, kmax - kmin + 1)
-  return area, np.mod(centroid, n), np.mod(box, n), extent, asym
+  first = np.take_along_axis(p, np.mod(ref + kmin, n)[..., None], -1)[..., 0]
+  last = np.take_along_axis(p, np.mod(ref + kmax, n)[..., None], -1)[..., 0]
+  edge = np.where(empty, np.nan, (first + last) / 2)
+  return area, np.mod(centroid, n), np.mod(box, n), extent, asym, edge
 
 
 def _wrap(d, n):
@@ -208,8 +225,8 @@ def _analyse(videos: np.ndarray, height: int | None = None, width: int | None = 
     mask = (labels == k + 1).view(np.uint8)
     rows[:, k] = mask.sum(-1, dtype=np.int32)
     cols[:, k] = mask.sum(-2, dtype=np.int32)
-  area, cy, by, bh, asym = _axis(rows, h)
-  _, cx, bx, bw, _ = _axis(cols, w)
+  area, cy, by, bh, asym, edge_y = _axis(rows, h)
+  _, cx, bx, bw, _, edge_x = _axis(cols, w)
   area = area.astype(np.int64)  # (B, K, T)
 
   s_small = ms.side_pixels("small", ch, cw)
@@ -237,15 +254,21 @@ def _analyse(videos: np.ndarray, height: int | None = None, width: int | None = 
 
   with np.errstate(invalid="ignore", divide="ignore"):
     fill = area / (bh * bw)
+    # Box sides covered: top and bottom lines against the width, left and
+    # right against the height.
+    edge = (edge_y / bw + edge_x / bh) / 2
   nan = np.float64(np.nan)
   fill_m = _nanmedian(np.where(used, fill, nan))
+  edge_m = _nanmedian(np.where(used, edge, nan))
   asym_m = _nanmedian(np.where(used, asym, nan))
   side_m = _nanmedian(np.where(used, np.fmax(bh, bw), nan))
 
   # Shape: index into SHAPES, -1 unknown.
   is_triangle = (asym_m >= TRIANGLE_MIN_ASYM) & (asym_m - fill_m > TRIANGLE_MIN_SCORE)
-  is_square = fill_m >= SQUARE_MIN_FILL
-  is_circle = ((fill_m >= CIRCLE_MIN_FILL) & (fill_m < SQUARE_MIN_FILL)
+  is_square = (fill_m >= SQUARE_MIN_FILL) | (
+      (s_small >= SQUARE_EDGE_MIN_SIDE) & (fill_m >= SQUARE_MIN_FILL_WITH_EDGES)
+      & (fill_m + edge_m >= SQUARE_MIN_FILL_PLUS_EDGE))
+  is_circle = ((fill_m >= CIRCLE_MIN_FILL) & ~is_square
                & (np.abs(asym_m) < CIRCLE_MAX_ABS_ASYM))
   shape = np.select([is_triangle, is_square, is_circle],
                     [ms.SHAPES.index("triangle"), ms.SHAPES.index("square"),
@@ -300,7 +323,7 @@ def _analyse(videos: np.ndarray, height: int | None = None, width: int | None = 
 
   return dict(present=present, frame_present=frame_present, used=used,
               occluded=occluded, area=area, centre=centre, velocity=velocity,
-              fill=fill_m, asym=asym_m, side=side_m, shape=shape, size=size,
+              fill=fill_m, asym=asym_m, edge=edge_m, side=side_m, shape=shape, size=size,
               motion=motion, canvas=np.array([ch, cw]))
 
 
@@ -347,6 +370,7 @@ def measure(video: np.ndarray, height: int | None = None, width: int | None = No
         side_px=float(a["side"][0, k]),
         fill=float(a["fill"][0, k]),
         asym=float(a["asym"][0, k]),
+        edge=float(a["edge"][0, k]),
         frames_used=int(a["used"][0, k].sum()),
         occluded=bool(a["occluded"][0, k]),
     ))

@@ -107,7 +107,8 @@ class Captioner(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.patch_embed = dense(self.width, name="patch_embed", names=(None, axes.EMBED), **kw)
     self.positions = patches.Positions(self.width, self.max_frames, self.max_height,
-                                       self.max_width, self.param_dtype)
+                                       self.max_width, table_init="normal",
+                                       param_dtype=self.param_dtype)
     self.encoder = [EncoderBlock(self.heads, self.mlp_ratio, name=f"enc_{i}", **kw)
                     for i in range(self.depth)]
     self.encoder_norm = layer_norm("enc_norm", **kw)

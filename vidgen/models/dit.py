@@ -219,6 +219,11 @@ class VideoDiT(nn.Module):
     attention_chunk: spatial attention in blocks of this many queries (0: one
       block), so a long frame's (S, S) logits never exist at once.
     scan_layers: `nn.scan` over blocks (stacked params, one compiled block).
+    pos_init: start of the learned position tables, "sincos" | "normal"
+      (`patches.Positions`).
+    pooled_text: add the caption's pooled embedding to the time embedding, so
+      adaLN is conditioned on the caption as well as cross-attention (a
+      global signal that small models pick up quickly; SD3 does the same).
     dtype: compute dtype.
     param_dtype: parameter dtype.
   """
@@ -238,6 +243,8 @@ class VideoDiT(nn.Module):
   context_attention: str = "ulysses"
   attention_chunk: int = 0
   scan_layers: bool = False
+  pos_init: str = "sincos"
+  pooled_text: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -250,7 +257,7 @@ class VideoDiT(nn.Module):
     d = self.width
     self.embed = dense(d, name="patch_embed", names=(axes.CONV_IN, axes.EMBED), **kw)
     self.positions = patches_lib.Positions(d, self.max_frames, self.max_height, self.max_width,
-                                           param_dtype=self.param_dtype)
+                                           table_init=self.pos_init, param_dtype=self.param_dtype)
     self.time_in = dense(d, names=(axes.CONV_IN, axes.EMBED), **kw)
     self.time_out = dense(d, names=(axes.EMBED, axes.MLP), **kw)
     self.time_mod = nn.Dense(
@@ -259,6 +266,8 @@ class VideoDiT(nn.Module):
         bias_init=partitioned(nn.initializers.zeros, axes.MLP))
     self.text_in = dense(d, names=(axes.CONV_IN, axes.EMBED), **kw)
     self.text_out = dense(d, names=(axes.EMBED, axes.MLP), **kw)
+    if self.pooled_text:
+      self.text_pool = dense(d, names=(axes.CONV_IN, axes.EMBED), **kw)
     self.final_table = self.param(
         "final_modulation", partitioned(nn.initializers.zeros, axes.TABLE, axes.EMBED),
         (2, d), self.param_dtype)
@@ -288,14 +297,28 @@ class VideoDiT(nn.Module):
 
   # -- shared pieces ---------------------------------------------------------
 
-  def _time(self, times: Array) -> tuple[Array, Array]:
-    """(...,) times -> time embedding (..., D) and block modulation (..., 9, D)."""
+  def _time(self, times: Array, pooled: Array | None = None) -> tuple[Array, Array]:
+    """(...,) times -> time embedding (..., D) and block modulation (..., 9, D).
+
+    `pooled` (broadcastable to (..., D)): the caption's pooled embedding, added
+    to the time embedding so that adaLN carries the caption too.
+    """
     emb = self.time_out(nn.silu(self.time_in(timestep_embedding(times).astype(self.dtype))))
+    if pooled is not None:
+      emb = emb + pooled
     mod = self.time_mod(nn.silu(emb))
     return emb, mod.reshape(*mod.shape[:-1], MOD_SLOTS, self.width)
 
   def _text(self, text: Array) -> Array:
     return self.text_out(nn.gelu(self.text_in(text.astype(self.dtype)), approximate=True))
+
+  def _pool(self, text: Array, text_mask: Array) -> Array | None:
+    """(..., Lt, Dt) text, (..., Lt) mask -> (..., D): projected masked mean (None: off)."""
+    if not self.pooled_text:
+      return None
+    m = text_mask.astype(jnp.float32)[..., None]
+    mean = (text.astype(jnp.float32) * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
+    return self.text_pool(mean.astype(self.dtype))
 
   def _run_blocks(self, x: Array, mod: Array, text: tuple[Array, Array], geom: dict) -> Array:
     if self.scan_layers:
@@ -340,7 +363,9 @@ class VideoDiT(nn.Module):
     pos = self.positions(frame[:, :, None], hh.reshape(1, 1, -1), ww.reshape(1, 1, -1))
     x = self.embed(tokens) + pos.astype(self.dtype)  # (B, T', S, D)
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.FRAMES, None, None))
-    emb, mod = self._time(frame_times)  # (B, T', D), (B, T', 9, D)
+    pooled = self._pool(text, text_mask)
+    emb, mod = self._time(frame_times, None if pooled is None else pooled[:, None])
+    # emb (B, T', D), mod (B, T', 9, D)
     geom = {"frame": frame, "known": frame_times == 0}
     x = self._run_blocks(x, mod[:, :, None], (self._text(text), text_mask), geom)
     out = self._out(x, emb[:, :, None])  # (B, T', S, P)
@@ -365,7 +390,10 @@ class VideoDiT(nn.Module):
     r, m, lt, _ = text.shape
     x = self.embed(tokens.astype(self.dtype)) + self.positions(t, h, w).astype(self.dtype)
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, None))
-    emb, mod = self._time(times)  # (R, L, D), (R, L, 9, D)
+    pooled = self._pool(text, text_mask)  # (R, M, D): one per clip of the row
+    if pooled is not None:  # each token takes its clip's; padding (segment 0) the first
+      pooled = jnp.take_along_axis(pooled, jnp.maximum(segment - 1, 0)[..., None], axis=1)
+    emb, mod = self._time(times, pooled)  # (R, L, D), (R, L, 9, D)
     text_segment = jnp.broadcast_to(jnp.arange(1, m + 1, dtype=jnp.int32)[:, None], (m, lt))
     geom = {"segment": segment, "t": t, "h": h, "w": w, "known": times == 0,
             "text_segment": jnp.broadcast_to(text_segment.reshape(1, m * lt), (r, m * lt))}
@@ -385,5 +413,7 @@ def dit_from_config(config: Any) -> VideoDiT:
       max_width=int(cfg.max_width), causal=cfg.temporal == "causal", qk_norm=bool(cfg.qk_norm),
       remat=cfg.remat, context_attention=cfg.get("context_attention", "ulysses"),
       attention_chunk=int(cfg.get("attention_chunk", 0)),
-      scan_layers=bool(cfg.scan_layers), dtype=jnp.dtype(cfg.dtype),
+      scan_layers=bool(cfg.scan_layers), pos_init=cfg.get("pos_init", "sincos"),
+      pooled_text=bool(cfg.get("pooled_text", True)),
+      dtype=jnp.dtype(cfg.dtype),
       param_dtype=jnp.dtype(cfg.param_dtype))

@@ -61,6 +61,38 @@ def unpatchify(x: Array, patch: Sequence[int]) -> Array:
                           pt=pt, ph=ph, pw=pw)
 
 
+POSITION_INITS = ("sincos", "normal")
+
+
+def sincos_band_init(band: int, bands: int = 3, max_period: float = 10_000.0):
+  """Initialiser of a (rows, D) table: sin/cos of the row index in band `band` of D, zeros elsewhere.
+
+  D is cut into `bands` contiguous bands of even width (the last takes the
+  rest), so the three factorised tables start on disjoint dimensions: pos_h[i]
+  + pos_w[j] differs from pos_h[j] + pos_w[i], and every position starts as
+  distinct as a fixed 3D sin-cos embedding (about unit size per dimension,
+  like the patch embedding), instead of being drowned by the content at high
+  noise as a 0.02-scale random table is.
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    rows, d = shape
+    size = (d // bands) // 2 * 2
+    lo = band * size
+    hi = d if band == bands - 1 else lo + size
+    half = (hi - lo) // 2
+    table = np.zeros((rows, d), np.float64)
+    if half:
+      freqs = max_period ** (-np.arange(half) / half)
+      angle = np.arange(rows)[:, None] * freqs[None]
+      table[:, lo:lo + half] = np.sin(angle)
+      table[:, lo + half:lo + 2 * half] = np.cos(angle)
+    return jnp.asarray(table, dtype)
+
+  return init
+
+
 class Positions(nn.Module):
   """Learned factorised positions: pos_t[t] + pos_h[h] + pos_w[w].
 
@@ -69,6 +101,8 @@ class Positions(nn.Module):
     max_frames: rows of pos_t (patch frames).
     max_height: rows of pos_h (patch rows).
     max_width: rows of pos_w (patch columns).
+    table_init: "sincos" (each table starts as sin/cos of its index on its
+      own third of D, `sincos_band_init`) or "normal" (N(0, 0.02^2)).
     param_dtype: parameter dtype.
   """
 
@@ -76,15 +110,22 @@ class Positions(nn.Module):
   max_frames: int
   max_height: int
   max_width: int
+  table_init: str = "sincos"
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, t: Array, h: Array, w: Array) -> Array:
     """Index arrays (broadcastable to one shape S) -> (*S, D)."""
-    init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.TABLE, axes.EMBED))
-    tables = [self.param(name, init, (rows, self.width), self.param_dtype)
-              for name, rows in (("pos_t", self.max_frames), ("pos_h", self.max_height),
-                                 ("pos_w", self.max_width))]
+    if self.table_init not in POSITION_INITS:
+      raise ValueError(f"unknown position init {self.table_init!r}; known: "
+                       f"{', '.join(POSITION_INITS)}")
+    tables = []
+    for band, (name, rows) in enumerate((("pos_t", self.max_frames), ("pos_h", self.max_height),
+                                         ("pos_w", self.max_width))):
+      init = (sincos_band_init(band) if self.table_init == "sincos"
+              else nn.initializers.normal(0.02))
+      init = nn.with_logical_partitioning(init, (axes.TABLE, axes.EMBED))
+      tables.append(self.param(name, init, (rows, self.width), self.param_dtype))
     return tables[0][t] + tables[1][h] + tables[2][w]
 
 
