@@ -340,3 +340,33 @@ def test_compare_captions_scores_each_attribute():
   assert not garbled["grammatical"] and not any(garbled[k] for k in ("color", "shape"))
   two = shapes.compare_captions(truth + " and a small blue circle staying still", truth)
   assert two["grammatical"] and not two["color"]
+
+
+def rounded_square(side, radius, h=64, w=64, centre=(30.3, 33.7), color="blue"):
+  """A still clip of a square of `side` px whose corners are rounded with `radius` px."""
+  y, x = np.mgrid[:h, :w] + 0.5
+  dy = np.maximum(np.abs(y - centre[0]) - (side / 2 - radius), 0)
+  dx = np.maximum(np.abs(x - centre[1]) - (side / 2 - radius), 0)
+  inside = (np.abs(y - centre[0]) <= side / 2) & (np.abs(x - centre[1]) <= side / 2)
+  inside &= dy * dy + dx * dx <= radius * radius
+  frame = np.zeros((h, w, 3), np.uint8)
+  frame[inside] = ms.COLORS[color]
+  return np.repeat(frame[None], T, axis=0)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_a_square_with_blurred_corners_is_still_a_square(size):
+  side = ms.side_pixels(size, 64, 64)
+  # Corners rounded by a quarter of the side (what a decoder's blur leaves):
+  # the fill ratio drops under the plain square rule, the sides stay covered.
+  o = shapes.measure(rounded_square(side, 0.3 * side))[0]
+  assert o["fill"] < shapes.SQUARE_MIN_FILL
+  assert o["shape"] == "square" and o["size"] == size, o
+  # Rounded all the way it is a circle, and reads as one.
+  o = shapes.measure(rounded_square(side, 0.5 * side))[0]
+  assert o["shape"] == "circle", o
+  # On a 32x32 canvas (small objects of 6 px) only the plain rule applies.
+  small = ms.side_pixels("small", 32, 32)
+  assert small < shapes.SQUARE_EDGE_MIN_SIDE
+  o = shapes.measure(rounded_square(small + 4, 0.3 * (small + 4), 32, 32, (15.2, 16.6)))[0]
+  assert o["fill"] < shapes.SQUARE_MIN_FILL and o["shape"] != "square", o
