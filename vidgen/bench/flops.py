@@ -197,7 +197,8 @@ def _dims(config: Any, latents: Sequence[int]) -> dict[str, Any]:
       qk=int(bool(config.dit.qk_norm)), Dt=int(e.width), depth_t=int(e.depth),
       N_t=int(e.heads), h_t=int(int(e.width) * float(e.mlp_ratio)),
       vocab=int(config.text.vocab_size), max_len=int(config.text.max_len),
-      tables=int(config.dit.max_frames) + int(config.dit.max_height) + int(config.dit.max_width))
+      tables=int(config.dit.max_frames) + int(config.dit.max_height) + int(config.dit.max_width),
+      pooled=int(bool(config.dit.get("pooled_text", True))))
 
 
 def params_analytic(config: Any, latents: Sequence[int] = (16, 32, 32)) -> tuple[int, int]:
@@ -214,6 +215,7 @@ def params_analytic(config: Any, latents: Sequence[int] = (16, 32, 32)) -> tuple
          + dit_lib.TIME_FREQS * d + d + d * d + d  # time MLP
          + d * dit_lib.MOD_SLOTS * d + dit_lib.MOD_SLOTS * d  # time -> modulation
          + m["Dt"] * d + d + d * d + d  # caption projection
+         + m["pooled"] * (m["Dt"] * d + d)  # pooled caption -> time embedding
          + 2 * d  # final modulation table
          + d * p + p  # unembed
          + m["depth"] * block)
