@@ -51,6 +51,8 @@ def test_parse_arg_rejects_with_the_key(arg, match):
     ({"data.max_bad_fraction": 1.5}, "'data.max_bad_fraction'"),
     ({"data.shapes.holdout": (("pink", "circle"),)}, "'data.shapes.holdout'"),
     ({"data.shapes.num_objects": 3}, "'data.shapes.num_objects' = 3: must be 1 or 2"),
+    ({"data.shapes.train_num_objects": 3},
+     r"'data.shapes.train_num_objects' = 3: must be 0 \(num_objects\), 1 or 2"),
     ({"data.num_workers": "two"}, "'data.num_workers'"),
 ])
 def test_bad_values_fail_at_load_time_naming_the_key(overrides, match):

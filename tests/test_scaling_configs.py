@@ -66,6 +66,8 @@ def test_bad_sizes_and_options_fail_naming_them():
     _load("remat=sometimes")
   with pytest.raises(configlib.ConfigError, match="unknown config argument 'size'"):
     _load("size=3")
+  with pytest.raises(configlib.ConfigError, match="'dit.pos_init' = 'fourier'.*sincos or normal"):
+    configlib.load(CONFIG, {"dit.pos_init": "fourier"})
 
 
 def test_bench_flops_counts_the_configs_model():

@@ -56,7 +56,7 @@ def _source_kind(config) -> tuple[str, str]:
 
 def build(config) -> None:
   """Writes the configured data set to array_record under data.data_dir."""
-  from vidgen.data import moving_shapes, video_folder  # pylint: disable=g-import-not-at-top
+  from vidgen.data import video_folder  # pylint: disable=g-import-not-at-top
 
   kind, arg = _source_kind(config)
   start = time.time()
@@ -64,18 +64,8 @@ def build(config) -> None:
     sizes = {k: int(v) for k, v in config.data.build_sizes.items()}
     if not config.data.shapes.holdout:
       sizes["holdout"] = 0
-    # One TFDS builder per distinct split config (the train split's object
-    # count may differ: data.shapes.train_num_objects).
-    groups = {}
-    for split, size in sizes.items():
-      groups.setdefault(pipeline.shapes_config(config.data, split), {})[split] = size
-    for shapes, group in groups.items():
-      builder = moving_shapes.MovingShapes(
-          data_dir=config.data.data_dir, shapes=shapes, split_sizes=group,
-          file_format="array_record")
-      builder.download_and_prepare()
-      logging.info("built Moving Shapes %s in %.1fs: %s", group, time.time() - start,
-                   builder.data_dir)
+    for group, data_dir in pipeline.build_shapes(config.data, sizes):
+      logging.info("built Moving Shapes %s in %.1fs: %s", group, time.time() - start, data_dir)
   elif kind in ("folder", "folder_records"):
     builder = video_folder.VideoFolder(
         data_dir=config.data.data_dir, folder=arg, file_format="array_record")

@@ -2,7 +2,7 @@
 
 import os
 
-from vidgen import configlib, prepare
+from vidgen import configlib
 from vidgen.data import moving_shapes, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +38,9 @@ def test_zero_keeps_one_config_for_every_split(tmp_path):
 
 def test_build_writes_each_split_with_its_own_config(tmp_path):
   config = _config(tmp_path, 2)
-  prepare.build(config)
+  built = pipeline.build_shapes(config.data, dict(config.data.build_sizes))
+  assert sorted(sorted(group.items()) for group, _ in built) == [
+      [("holdout", 3), ("test", 4)], [("train", 6)]]
   config.unlock()
   config.data.source = "shapes_records"
   for split, objects, size in (("train", 2, 6), ("test", 1, 4), ("holdout", 1, 3)):

@@ -663,6 +663,27 @@ def shapes_config(data_config, split: str | None = None):
       holdout=tuple(tuple(p) for p in s.holdout), seed=s.seed)
 
 
+def build_shapes(data_config, sizes: dict[str, int]) -> list[tuple[dict[str, int], str]]:
+  """Writes Moving Shapes splits of `sizes` to array_record under `data_config.data_dir`.
+
+  One TFDS builder per distinct split config (the train split's object count
+  may differ: `data.shapes.train_num_objects`). Returns (splits, builder
+  data dir) per builder.
+  """
+  from vidgen.data import moving_shapes  # pylint: disable=g-import-not-at-top
+
+  groups = {}
+  for split, size in sizes.items():
+    groups.setdefault(shapes_config(data_config, split), {})[split] = size
+  built = []
+  for shapes, group in groups.items():
+    builder = moving_shapes.MovingShapes(data_dir=data_config.data_dir, shapes=shapes,
+                                         split_sizes=group, file_format="array_record")
+    builder.download_and_prepare()
+    built.append((group, str(builder.data_dir)))
+  return built
+
+
 def sampling_from_config(data_config, train: bool) -> clips.Sampling:
   s = data_config.sampling
   return clips.Sampling(stride=s.stride, fps=s.fps,
