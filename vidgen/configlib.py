@@ -277,6 +277,7 @@ def dit_config() -> ConfigDict:
       scan_layers=False,  # nn.scan over blocks: one compiled block, stacked params
       pos_init="sincos",  # learned positions start as sin-cos on a third of D each | normal
       pooled_text=True,  # the caption's pooled embedding joins the time embedding in adaLN
+      rope=False,  # rotary (h, w) positions in spatial and frame index in temporal attention
       # Temporal attention with frames sharded over the mesh's context axis:
       # ulysses (all-to-all to a head-sharded layout) | ring (ppermute of keys).
       context_attention="ulysses",

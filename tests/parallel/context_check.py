@@ -20,7 +20,7 @@ from vidgen.parallel import context, mesh as mesh_lib, rules
 MESHES = [dict(data=1, fsdp=1, tensor=1, context=8), dict(data=1, fsdp=2, tensor=1, context=4),
           dict(data=2, fsdp=2, tensor=1, context=2), dict(data=1, fsdp=2, tensor=2, context=2)]
 KW = dict(channels=4, patch=(1, 2, 2), width=32, depth=2, heads=8, max_frames=16,
-          max_height=8, max_width=8)
+          max_height=8, max_width=8, rope=True)  # rotary tables travel with sharded frames too
 B, T, H, W = 4, 8, 4, 4
 
 

@@ -70,6 +70,33 @@ def chunked_attention(q: Array, k: Array, v: Array, mask: Array | None = None,
   return out.reshape(*lead, blocks * chunk, *tail)[..., :lq, :, :]
 
 
+def rope_tables(positions: tuple[Array, ...], head_dim: int, base: float = 10_000.0
+                ) -> tuple[Array, Array]:
+  """Rotary (cos, sin) of integer positions along one or more axes: (...,) each -> 2 x (..., K/2).
+
+  The head dim's K/2 rotation pairs are split evenly between the axes (axis
+  `a` takes pairs [a K/(2A), (a+1) K/(2A))), each axis with the frequencies
+  base^(-i/n), i < n, of its n pairs; so a query-key logit depends on the
+  positions only through their differences along every axis. Computed once
+  per forward pass and shared by every block.
+  """
+  if head_dim % (2 * len(positions)):
+    raise ValueError(f"rotary positions over {len(positions)} axes need a head dim divisible "
+                     f"by {2 * len(positions)}; got {head_dim}")
+  n = head_dim // (2 * len(positions))
+  freqs = base ** (-jnp.arange(n, dtype=jnp.float32) / n)
+  angles = jnp.concatenate([p.astype(jnp.float32)[..., None] * freqs for p in positions], -1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: Array, rope: tuple[Array, Array]) -> Array:
+  """Rotates pairs (x_i, x_{i+K/2}) of x (..., L, N, K) by `rope_tables` broadcastable to (..., L, 1, K/2)."""
+  half = x.shape[-1] // 2
+  cos, sin = (r.astype(x.dtype) for r in rope)
+  x1, x2 = x[..., :half], x[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
 class RMSNorm(nn.Module):
   """RMS normalisation over the last axis with a learned scale (queries and keys per head).
 
@@ -110,12 +137,17 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, context: Array | None = None, mask: Array | None = None,
-               attend: Callable[..., Array] | None = None) -> Array:
+               attend: Callable[..., Array] | None = None,
+               rope: tuple[Array, Array] | None = None) -> Array:
     """x (..., Lq, D), context (..., Lk, Dc) -> (..., Lq, D).
 
     `attend(q, k, v, mask, scale)` replaces `dot_product_attention` (same
     shapes and meaning), e.g. a context-parallel form (vidgen/parallel/context.py).
+    `rope`: self-attention only, rotary (cos, sin) (`rope_tables`) broadcastable
+    to (..., L, 1, K/2), applied to queries and keys after their norm.
     """
+    if rope is not None and context is not None:
+      raise ValueError("rotary positions are for self-attention")
     context = x if context is None else context
     d, dc = x.shape[-1], context.shape[-1]
     if d % self.heads:
@@ -140,12 +172,17 @@ class Attention(nn.Module):
     value = jnp.einsum("...ld,dnk->...lnk", context, wv)
     scale = None
     if self.qk_norm:
-      # (q / rms q * a) . (k / rms k * b) / sqrt(K) with the per-dimension scales a, b and
-      # 1 / sqrt(K) folded into one multiply of q: the same logits, a third of the
-      # elementwise work (it is a tenth of a block's time on CPU otherwise).
       q, q_scale = RMSNorm(param_dtype=self.param_dtype, name="query_norm")(q, apply_scale=False)
       key, k_scale = RMSNorm(param_dtype=self.param_dtype, name="key_norm")(key, apply_scale=False)
-      q = q * (q_scale * k_scale / math.sqrt(k))
+      if rope is None:
+        # (q / rms q * a) . (k / rms k * b) / sqrt(K) with the per-dimension scales a, b and
+        # 1 / sqrt(K) folded into one multiply of q: the same logits, a third of the
+        # elementwise work (it is a tenth of a block's time on CPU otherwise).
+        q = q * (q_scale * k_scale / math.sqrt(k))
+      else:  # the rotation mixes dimensions, so each side keeps its own scale
+        q, key = q * (q_scale / math.sqrt(k)), key * k_scale
       scale = 1.0
+    if rope is not None:
+      q, key = apply_rope(q, rope), apply_rope(key, rope)
     out = (attend or dot_product_attention)(q, key, value, mask, scale)
     return jnp.einsum("...lnk,nkd->...ld", out, wo)

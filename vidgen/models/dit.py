@@ -11,6 +11,11 @@ network plus a learned 9 x D table per block; everything starts at zero, so
 a new block is the identity). Times are per frame: known (conditioning)
 frames are at time 0 and clean.
 
+With `rope`, spatial attention also rotates queries and keys by the tokens'
+(h, w) and temporal attention by their true frame index (rotary positions,
+RoPE), so attention can follow relative offsets (an object's motion) the same
+way at every position; the learned absolute tables stay.
+
 Temporal attention uses the frames' true indices: "causal" lets a frame see
 frames of lower or equal index and every known frame (time exactly 0), so a
 last frame given for interpolation or backward extension is visible while
@@ -93,11 +98,12 @@ def temporal_visible(q_frame: Array, k_frame: Array, k_known: Array, causal: boo
 def spatial_attention(attn: nn.Module, x: Array, geom: dict, chunk: int = 0) -> Array:
   if not _is_packed(geom):  # x (B, T, S, D): attend over S within each frame
     if chunk > 0:  # query blocks: long frames (720p: 3,600 tokens) without (S, S) logits
-      return attn(x, attend=functools.partial(attention.chunked_attention, chunk=chunk))
-    return attn(x)
+      return attn(x, attend=functools.partial(attention.chunked_attention, chunk=chunk),
+                  rope=geom.get("rope_spatial"))
+    return attn(x, rope=geom.get("rope_spatial"))
   seg, t = geom["segment"], geom["t"]
   mask = (seg[:, :, None] == seg[:, None, :]) & (t[:, :, None] == t[:, None, :])
-  return attn(x, mask=mask[:, None])  # (R, 1, L, L)
+  return attn(x, mask=mask[:, None], rope=geom.get("rope_spatial"))  # (R, 1, L, L)
 
 
 def temporal_attention(attn: nn.Module, x: Array, geom: dict, causal: bool,
@@ -106,22 +112,23 @@ def temporal_attention(attn: nn.Module, x: Array, geom: dict, causal: bool,
     frame, known = geom["frame"], geom["known"]
     visible = lambda q, k, k_known: temporal_visible(q, k, k_known, causal)
     xs = jnp.swapaxes(x, 1, 2)
+    rope = geom.get("rope_temporal")
     if context_lib.context_size() > 1 and context_attention == "ring":
       y = attn(xs, attend=lambda q, k, v, mask, scale: context_lib.ring(
-          q, k, v, frame, frame, known, visible, scale))
+          q, k, v, frame, frame, known, visible, scale), rope=rope)
     else:
       attend = None
       if context_lib.context_size() > 1:  # frames sharded over context: all-to-all to heads
         attend = lambda q, k, v, mask, scale: context_lib.ulysses(
             q, k, v, mask, scale, leading=(axes.BATCH, None))
       mask = visible(frame[:, :, None], frame[:, None, :], known[:, None, :])
-      y = attn(xs, mask=mask[:, None, None], attend=attend)  # mask (B, 1, 1, T, T)
+      y = attn(xs, mask=mask[:, None, None], attend=attend, rope=rope)  # mask (B, 1, 1, T, T)
     return nn.with_logical_constraint(jnp.swapaxes(y, 1, 2), (axes.BATCH, axes.FRAMES, None, None))
   seg, t, h, w, known = (geom[k] for k in ("segment", "t", "h", "w", "known"))
   same = lambda a: a[:, :, None] == a[:, None, :]
   mask = same(seg) & same(h) & same(w) & temporal_visible(
       t[:, :, None], t[:, None, :], known[:, None, :], causal)
-  return attn(x, mask=mask[:, None])
+  return attn(x, mask=mask[:, None], rope=geom.get("rope_temporal"))
 
 
 def cross_attention(attn: nn.Module, x: Array, text: Array, text_mask: Array, geom: dict
@@ -224,6 +231,8 @@ class VideoDiT(nn.Module):
     pooled_text: add the caption's pooled embedding to the time embedding, so
       adaLN is conditioned on the caption as well as cross-attention (a
       global signal that small models pick up quickly; SD3 does the same).
+    rope: rotary positions in self-attention: (h, w) in spatial attention,
+      the true frame index in temporal attention (`attention.rope_tables`).
     dtype: compute dtype.
     param_dtype: parameter dtype.
   """
@@ -245,6 +254,7 @@ class VideoDiT(nn.Module):
   scan_layers: bool = False
   pos_init: str = "sincos"
   pooled_text: bool = True
+  rope: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -320,6 +330,14 @@ class VideoDiT(nn.Module):
     mean = (text.astype(jnp.float32) * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
     return self.text_pool(mean.astype(self.dtype))
 
+  def _add_rope(self, geom: dict, spatial: tuple[Array, Array], temporal: tuple[Array]) -> None:
+    """With `rope`, puts the rotary tables of spatial (h, w) and temporal (frame) positions,
+    shaped to broadcast against the queries, into `geom`."""
+    if self.rope:
+      k = self.width // self.heads
+      geom["rope_spatial"] = attention.rope_tables(spatial, k)
+      geom["rope_temporal"] = attention.rope_tables(temporal, k)
+
   def _run_blocks(self, x: Array, mod: Array, text: tuple[Array, Array], geom: dict) -> Array:
     if self.scan_layers:
       x, _ = self.blocks(x, mod, text, geom)
@@ -367,6 +385,8 @@ class VideoDiT(nn.Module):
     emb, mod = self._time(frame_times, None if pooled is None else pooled[:, None])
     # emb (B, T', D), mod (B, T', 9, D)
     geom = {"frame": frame, "known": frame_times == 0}
+    # Rotary tables (S, 1, K/2) for queries (B, T', S, N, K), (B, 1, T', 1, K/2) for (B, S, T', N, K).
+    self._add_rope(geom, (hh.reshape(-1, 1), ww.reshape(-1, 1)), (frame[:, None, :, None],))
     x = self._run_blocks(x, mod[:, :, None], (self._text(text), text_mask), geom)
     out = self._out(x, emb[:, :, None])  # (B, T', S, P)
     out = patches_lib.unpatchify(out.reshape(b, gt, gh, gw, -1), self.patch)
@@ -397,6 +417,7 @@ class VideoDiT(nn.Module):
     text_segment = jnp.broadcast_to(jnp.arange(1, m + 1, dtype=jnp.int32)[:, None], (m, lt))
     geom = {"segment": segment, "t": t, "h": h, "w": w, "known": times == 0,
             "text_segment": jnp.broadcast_to(text_segment.reshape(1, m * lt), (r, m * lt))}
+    self._add_rope(geom, (h[..., None], w[..., None]), (t[..., None],))  # tables (R, L, 1, K/2)
     text_flat = self._text(text.reshape(r, m * lt, -1))
     x = self._run_blocks(x, mod, (text_flat, text_mask.reshape(r, m * lt)), geom)
     return self._out(x, emb).astype(jnp.float32)
@@ -414,6 +435,6 @@ def dit_from_config(config: Any) -> VideoDiT:
       remat=cfg.remat, context_attention=cfg.get("context_attention", "ulysses"),
       attention_chunk=int(cfg.get("attention_chunk", 0)),
       scan_layers=bool(cfg.scan_layers), pos_init=cfg.get("pos_init", "sincos"),
-      pooled_text=bool(cfg.get("pooled_text", True)),
+      pooled_text=bool(cfg.get("pooled_text", True)), rope=bool(cfg.get("rope", False)),
       dtype=jnp.dtype(cfg.dtype),
       param_dtype=jnp.dtype(cfg.param_dtype))

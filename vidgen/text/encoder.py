@@ -110,8 +110,8 @@ class TextEncoder(nn.Module):
       raise ValueError(f"captions of {length} tokens; the text encoder takes at most {self.max_len}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     embed = nn.Embed(self.vocab_size, self.width, name="embed", param_dtype=self.param_dtype,
-                     embedding_init=partitioned(nn.initializers.normal(0.02), axes.VOCAB, axes.EMBED))
-    pos = self.param("pos", partitioned(nn.initializers.normal(0.02), axes.TABLE, axes.EMBED),
+                     embedding_init=partitioned(nn.initializers.normal(1.0), axes.VOCAB, axes.EMBED))
+    pos = self.param("pos", partitioned(nn.initializers.normal(1.0), axes.TABLE, axes.EMBED),
                      (self.max_len, self.width), self.param_dtype)
     x = (embed(tokens) + pos[None, :length]).astype(self.dtype)
     x = nn.with_logical_constraint(x, (axes.BATCH, None, None))
