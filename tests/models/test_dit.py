@@ -240,9 +240,10 @@ def test_sizes_outside_the_position_tables_fail_with_the_limits(causal):
     _run(model, params, z, jnp.ones((1, 2)))
 
 
-def test_scan_and_remat_match_the_plain_stack():
-  model, params = _model_and_params()
-  scanned = dit.VideoDiT(**KW, scan_layers=True, remat="dots")
+@pytest.mark.parametrize("rope", [False, True])
+def test_scan_and_remat_match_the_plain_stack(rope):
+  model, params = _model_and_params(rope=rope)
+  scanned = dit.VideoDiT(**KW, scan_layers=True, remat="dots", rope=rope)
   p = dict(params["params"])
   blocks = [p.pop(f"block_{i}") for i in range(KW["depth"])]
   p["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)

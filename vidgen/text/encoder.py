@@ -109,6 +109,8 @@ class TextEncoder(nn.Module):
     if length > self.max_len:
       raise ValueError(f"captions of {length} tokens; the text encoder takes at most {self.max_len}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    # Unit-scale tables, like the attention and MLP branches added to them: at 0.02 the shared
+    # context swamped the one word that tells two captions apart (docs/training.md, Text).
     embed = nn.Embed(self.vocab_size, self.width, name="embed", param_dtype=self.param_dtype,
                      embedding_init=partitioned(nn.initializers.normal(1.0), axes.VOCAB, axes.EMBED))
     pos = self.param("pos", partitioned(nn.initializers.normal(1.0), axes.TABLE, axes.EMBED),
