@@ -96,14 +96,14 @@ def temporal_visible(q_frame: Array, k_frame: Array, k_known: Array, causal: boo
 
 
 def spatial_attention(attn: nn.Module, x: Array, geom: dict, chunk: int = 0) -> Array:
+  attn = functools.partial(attn, rope=geom.get("rope_spatial"))
   if not _is_packed(geom):  # x (B, T, S, D): attend over S within each frame
     if chunk > 0:  # query blocks: long frames (720p: 3,600 tokens) without (S, S) logits
-      return attn(x, attend=functools.partial(attention.chunked_attention, chunk=chunk),
-                  rope=geom.get("rope_spatial"))
-    return attn(x, rope=geom.get("rope_spatial"))
+      return attn(x, attend=functools.partial(attention.chunked_attention, chunk=chunk))
+    return attn(x)
   seg, t = geom["segment"], geom["t"]
   mask = (seg[:, :, None] == seg[:, None, :]) & (t[:, :, None] == t[:, None, :])
-  return attn(x, mask=mask[:, None], rope=geom.get("rope_spatial"))  # (R, 1, L, L)
+  return attn(x, mask=mask[:, None])  # (R, 1, L, L)
 
 
 def temporal_attention(attn: nn.Module, x: Array, geom: dict, causal: bool,
