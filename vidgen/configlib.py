@@ -330,6 +330,7 @@ def captioner_config() -> ConfigDict:
       max_frames=16,
       max_height=16,
       max_width=16,
+      stem="patch",  # patch | luma_chroma (pixels: colour-blind form + one chroma per tubelet)
       width=128,
       depth=2,  # video encoder blocks
       decoder_depth=2,
@@ -522,6 +523,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "captioner.max_frames": (_positive, "must be >= 1"),
     "captioner.max_height": (_positive, "must be >= 1"),
     "captioner.max_width": (_positive, "must be >= 1"),
+    "captioner.stem": (lambda v: v in ("patch", "luma_chroma"), "must be patch or luma_chroma"),
     "captioner.width": (_positive, "must be >= 1"),
     "captioner.depth": (_positive, "must be >= 1"),
     "captioner.decoder_depth": (_positive, "must be >= 1"),
@@ -608,6 +610,12 @@ def validate(config: ConfigDict) -> ConfigDict:
   _walk(config, reference, "", errors)
   missing = [k for k in ("task", "data") if k not in config]
   errors += [f"config is missing the {k!r} section" for k in missing]
+  c = config.get("captioner")
+  if not errors and c is not None and c.get("stem") == "luma_chroma" and (
+      c.input != "pixels" or c.value_channel):
+    errors.append("config key 'captioner.stem' = 'luma_chroma' reads RGB pixels: it needs "
+                  "captioner.input = 'pixels' and captioner.value_channel = False (its luma is "
+                  "the value channel)")
   if errors:
     raise ConfigError("bad config:\n  " + "\n  ".join(errors))
   return config

@@ -120,3 +120,48 @@ def test_beam_scores_at_least_as_high_as_greedy_on_an_untrained_model():
 def test_captions_end_at_the_first_eos():
   ids = jnp.asarray([[5, 6, EOS, 7, 8], [EOS, 3, 3, 3, 3]])
   np.testing.assert_array_equal(cap._finish(ids), [[5, 6, EOS, 0, 0], [EOS, 0, 0, 0, 0]])
+
+
+def _shape_video(colour, shape):
+  """One 4x16x16 clip, pixels in [-1, 1]: a filled square or disc of `colour` on black."""
+  yy, xx = np.mgrid[:16, :16]
+  inside = ((yy >= 3) & (yy < 11) & (xx >= 3) & (xx < 11) if shape == "square" else
+            (yy - 7) ** 2 + (xx - 7) ** 2 <= 16)
+  frame = np.where(inside[..., None], np.asarray(colour, np.float32), 0.0)
+  return jnp.asarray(np.broadcast_to(frame / 127.5 - 1.0, (1, 4, 16, 16, 3)))
+
+
+def test_luma_chroma_separates_the_outline_from_the_colour():
+  red, cyan = (220, 40, 40), (40, 200, 220)  # the data set's colours: same max(R, G, B)
+  patch = (4, 8, 8)
+  luma_rs, chroma_rs = cap.luma_chroma(_shape_video(red, "square"), patch)
+  luma_cs, chroma_cs = cap.luma_chroma(_shape_video(cyan, "square"), patch)
+  luma_rc, chroma_rc = cap.luma_chroma(_shape_video(red, "circle"), patch)
+  assert luma_rs.shape == (1, 1, 2, 2, 4 * 8 * 8) and chroma_rs.shape == (1, 1, 2, 2, 3)
+  np.testing.assert_allclose(luma_rs, luma_cs, atol=1e-6)  # form: blind to the colour
+  assert not np.allclose(luma_rs, luma_rc)  # ... but not to the outline
+  covered = np.asarray(chroma_rs).sum(-1) > 0  # every tubelet the object touches
+  assert covered.all()
+  # Chroma: the colour over its value whatever the share of the tubelet it covers.
+  np.testing.assert_allclose(np.asarray(chroma_rs)[covered], np.tile([1, 40 / 220, 40 / 220], (4, 1)),
+                             atol=1e-3)
+  np.testing.assert_allclose(chroma_rc, chroma_rs, atol=1e-3)
+  np.testing.assert_allclose(chroma_cs[0, 0, 0, 0], [40 / 220, 200 / 220, 1.0], atol=1e-3)
+  black = cap.luma_chroma(-jnp.ones((1, 4, 16, 16, 3)), patch)[1]
+  np.testing.assert_array_equal(black, 0.0)
+
+
+def test_the_luma_chroma_stem_lets_colour_in_only_through_chroma():
+  model = _model(stem="luma_chroma")
+  red, cyan = _shape_video((220, 40, 40), "circle"), _shape_video((40, 200, 220), "circle")
+  params = meta.unbox(model.init(jax.random.key(0), red, _captions(1)[0])["params"])
+  encode = lambda p, v: model.apply({"params": p}, v, method=cap.Captioner.encode)
+  assert params["patch_embed"]["kernel"].shape[0] == 2 * 8 * 8  # one channel: the value
+  assert not np.allclose(encode(params, red), encode(params, cyan), atol=1e-3)
+  blind = jax.tree.map(lambda x: x, params)
+  blind["chroma_embed"] = jax.tree.map(jnp.zeros_like, params["chroma_embed"])
+  np.testing.assert_allclose(encode(blind, red), encode(blind, cyan), atol=1e-5)
+  with pytest.raises(ValueError, match="RGB pixels"):
+    model.init(jax.random.key(0), jnp.zeros((1, 4, 16, 16, 4)), _captions(1)[0])
+  with pytest.raises(ValueError, match="patch or luma_chroma"):
+    _model(stem="rgb").init(jax.random.key(0), red, _captions(1)[0])

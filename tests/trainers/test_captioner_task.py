@@ -176,6 +176,7 @@ def test_latent_input_reads_a_frozen_vae(tmp_path):
 def test_the_value_channel_is_the_colour_blind_max_over_rgb():
   config = configlib.load(CONFIG + ":smoke")
   config.unlock()
+  config.captioner.stem = "patch"
   config.captioner.value_channel = True
   config.lock()
   models = cap_task.Models.from_config(config, vocab_size=40)
@@ -188,3 +189,14 @@ def test_the_value_channel_is_the_colour_blind_max_over_rgb():
   np.testing.assert_allclose(x[0, 1, 1, 1, 3], -1.0)  # black
   params = meta.unbox(cap_task.init_params(models, jax.random.key(0)))
   assert params["captioner"]["patch_embed"]["kernel"].shape[0] == 2 * 8 * 8 * 4
+
+
+def test_the_luma_chroma_stem_needs_rgb_pixels():
+  config = configlib.load(CONFIG + ":smoke", {"captioner.stem": "luma_chroma",
+                                             "captioner.value_channel": False})
+  assert cap_task.Models.from_config(config, vocab_size=40).captioner.stem == "luma_chroma"
+  for bad in ({"captioner.value_channel": True}, {"captioner.input": "latents"}):
+    with pytest.raises(configlib.ConfigError, match="luma_chroma.*RGB pixels"):
+      configlib.load(CONFIG + ":smoke", {"captioner.stem": "luma_chroma", **bad})
+  with pytest.raises(configlib.ConfigError, match="'captioner.stem' = 'rgb'"):
+    configlib.load(CONFIG + ":smoke", {"captioner.stem": "rgb"})

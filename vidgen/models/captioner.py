@@ -3,7 +3,16 @@
 Video (B, T, H, W, C): pixels in [-1, 1] (C = 3) or VAE latents, by config.
 It is cut into `patch` tubelets (the last frame repeated so T divides),
 embedded, given learned factorised positions and run through `depth`
-bidirectional encoder blocks -> memory (B, N, D). The decoder embeds caption
+bidirectional encoder blocks -> memory (B, N, D).
+
+Stems: `patch` embeds each tubelet's values with one linear map. `luma_chroma`
+(RGB pixels only) splits colour from form, as codecs subsample chroma: the
+linear map sees only the tubelet's value max(R, G, B) (colour-blind, full
+resolution), and a second map adds the tubelet's one chroma vector
+sum(RGB) / sum(value) over its pixels (in [0, 1] units; zero on black), which
+says which colour is there but not its outline. Shape features then cannot
+be learnt per colour in the stem, the shortcut that keeps a captioner from
+naming colours and shapes it never saw together. The decoder embeds caption
 tokens with learned positions and runs `decoder_depth` blocks of causal
 self-attention, cross-attention to the memory and an MLP; logits come from
 the token embedding (tied weights).
@@ -81,6 +90,7 @@ class Captioner(nn.Module):
     max_len: longest caption in tokens (decoder positions).
     patch: (pt, ph, pw) tubelet of the video encoder.
     max_frames, max_height, max_width: position tables in tubelets.
+    stem: `patch` or `luma_chroma` (module docstring).
     width: D.
     depth: encoder blocks.
     decoder_depth: decoder blocks.
@@ -95,6 +105,7 @@ class Captioner(nn.Module):
   max_frames: int = 16
   max_height: int = 16
   max_width: int = 16
+  stem: str = "patch"
   width: int = 128
   depth: int = 2
   decoder_depth: int = 2
@@ -106,6 +117,10 @@ class Captioner(nn.Module):
   def setup(self):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.patch_embed = dense(self.width, name="patch_embed", names=(None, axes.EMBED), **kw)
+    if self.stem == "luma_chroma":
+      self.chroma_embed = dense(self.width, name="chroma_embed", names=(None, axes.EMBED), **kw)
+    elif self.stem != "patch":
+      raise ValueError(f"captioner stem {self.stem!r}: must be patch or luma_chroma")
     self.positions = patches.Positions(self.width, self.max_frames, self.max_height,
                                        self.max_width, table_init="normal",
                                        param_dtype=self.param_dtype)
@@ -124,12 +139,17 @@ class Captioner(nn.Module):
 
   def encode(self, video: Array) -> Array:
     """video (B, T, H, W, C) float -> memory (B, N, D)."""
-    x = patches.patchify(pad_frames(video, self.patch[0]).astype(self.dtype), self.patch)
+    video = pad_frames(video, self.patch[0]).astype(self.dtype)
+    if self.stem == "luma_chroma":
+      luma, chroma = luma_chroma(video, self.patch)
+      x = self.patch_embed(luma) + self.chroma_embed(chroma)
+    else:
+      x = self.patch_embed(patches.patchify(video, self.patch))
     b, t, h, w, _ = x.shape
     patches.check_grid((t, h, w), self.max_frames, self.max_height, self.max_width,
                        section="captioner")
     tt, hh, ww = jnp.meshgrid(jnp.arange(t), jnp.arange(h), jnp.arange(w), indexing="ij")
-    x = self.patch_embed(x) + self.positions(tt, hh, ww).astype(self.dtype)  # B T' H' W' D
+    x = x + self.positions(tt, hh, ww).astype(self.dtype)  # B T' H' W' D
     x = x.reshape(b, t * h * w, self.width)
     x = nn.with_logical_constraint(x, (axes.BATCH, None, None))
     everything = jnp.ones((b, t * h * w), bool)
@@ -151,6 +171,23 @@ class Captioner(nn.Module):
   def __call__(self, video: Array, tokens: Array) -> Array:
     """Teacher-forced logits (B, L, V) for target tokens (B, L)."""
     return self.decode(self.encode(video), shift_right(tokens))
+
+
+def luma_chroma(video: Array, patch: tuple[int, int, int]) -> tuple[Array, Array]:
+  """RGB pixels (B, T, H, W, 3) in [-1, 1] -> the `luma_chroma` stem's inputs.
+
+  Returns the tubelets of the value channel max(R, G, B) in [-1, 1]
+  (B, T', H', W', pt*ph*pw) and one chroma vector per tubelet (B, T', H', W', 3):
+  sum(RGB) / sum(value) over its pixels in [0, 1] units, so (1, 0.18, 0.18)
+  for any red outline and zero where the tubelet is black.
+  """
+  if video.shape[-1] != 3:
+    raise ValueError(f"the luma_chroma stem reads RGB pixels; got {video.shape[-1]} channels")
+  rgb = patches.patchify((video + 1.0) / 2.0, patch)  # in [0, 1]
+  rgb = rgb.reshape(rgb.shape[:-1] + (-1, 3))  # B T' H' W' P 3
+  value = jnp.max(rgb, axis=-1)  # B T' H' W' P
+  chroma = rgb.sum(axis=-2) / (value.sum(axis=-1, keepdims=True) + 1e-3)
+  return value * 2.0 - 1.0, chroma
 
 
 def shift_right(tokens: Array) -> Array:
@@ -242,7 +279,8 @@ def captioner_from_config(config: Any, vocab_size: int) -> Captioner:
   return Captioner(
       vocab_size=int(vocab_size), max_len=int(config.text.max_len),
       patch=tuple(int(p) for p in c.patch), max_frames=int(c.max_frames),
-      max_height=int(c.max_height), max_width=int(c.max_width), width=int(c.width),
+      max_height=int(c.max_height), max_width=int(c.max_width), stem=str(c.get("stem", "patch")),
+      width=int(c.width),
       depth=int(c.depth), decoder_depth=int(c.decoder_depth), heads=int(c.heads),
       mlp_ratio=float(c.mlp_ratio), dtype=jnp.dtype(c.dtype),
       param_dtype=jnp.dtype(c.param_dtype))
