@@ -161,6 +161,11 @@ def test_the_luma_chroma_stem_lets_colour_in_only_through_chroma():
   blind = jax.tree.map(lambda x: x, params)
   blind["chroma_embed"] = jax.tree.map(jnp.zeros_like, params["chroma_embed"])
   np.testing.assert_allclose(encode(blind, red), encode(blind, cyan), atol=1e-5)
+  # bfloat16 compute: the tubelet sums stay float32, so the memory stays close.
+  half = _model(stem="luma_chroma", dtype=jnp.bfloat16)
+  low = half.apply({"params": params}, red, method=cap.Captioner.encode)
+  assert low.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(low, np.float32), encode(params, red), atol=0.1)
   with pytest.raises(ValueError, match="RGB pixels"):
     model.init(jax.random.key(0), jnp.zeros((1, 4, 16, 16, 4)), _captions(1)[0])
   with pytest.raises(ValueError, match="patch or luma_chroma"):

@@ -139,12 +139,12 @@ class Captioner(nn.Module):
 
   def encode(self, video: Array) -> Array:
     """video (B, T, H, W, C) float -> memory (B, N, D)."""
-    video = pad_frames(video, self.patch[0]).astype(self.dtype)
-    if self.stem == "luma_chroma":
-      luma, chroma = luma_chroma(video, self.patch)
-      x = self.patch_embed(luma) + self.chroma_embed(chroma)
+    video = pad_frames(video, self.patch[0])
+    if self.stem == "luma_chroma":  # sums over a tubelet's pixels: float32, then the compute dtype
+      luma, chroma = luma_chroma(video.astype(jnp.float32), self.patch)
+      x = self.patch_embed(luma.astype(self.dtype)) + self.chroma_embed(chroma.astype(self.dtype))
     else:
-      x = self.patch_embed(patches.patchify(video, self.patch))
+      x = self.patch_embed(patches.patchify(video.astype(self.dtype), self.patch))
     b, t, h, w, _ = x.shape
     patches.check_grid((t, h, w), self.max_frames, self.max_height, self.max_width,
                        section="captioner")
@@ -279,8 +279,8 @@ def captioner_from_config(config: Any, vocab_size: int) -> Captioner:
   return Captioner(
       vocab_size=int(vocab_size), max_len=int(config.text.max_len),
       patch=tuple(int(p) for p in c.patch), max_frames=int(c.max_frames),
-      max_height=int(c.max_height), max_width=int(c.max_width), stem=str(c.get("stem", "patch")),
-      width=int(c.width),
-      depth=int(c.depth), decoder_depth=int(c.decoder_depth), heads=int(c.heads),
+      max_height=int(c.max_height), max_width=int(c.max_width),
+      stem=str(c.get("stem", "patch")), width=int(c.width), depth=int(c.depth),
+      decoder_depth=int(c.decoder_depth), heads=int(c.heads),
       mlp_ratio=float(c.mlp_ratio), dtype=jnp.dtype(c.dtype),
       param_dtype=jnp.dtype(c.param_dtype))
