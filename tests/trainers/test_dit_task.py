@@ -166,7 +166,8 @@ def test_two_processes_split_the_prompts_and_process_0_writes_the_index(trained)
 def test_bench_generation_reports_every_goal(trained):
   work, common, spec, _ = trained
   result = _run("-m", "vidgen.bench.generation", spec, f"--workdir={work / 'dit'}", "--num=2",
-                "--frames=9", "--long_frames=17", "--size=32", "--schemes=autoregressive,hierarchical",
+                "--frames=9", "--loop_frames=9", "--long_frames=17", "--size=32",
+                "--schemes=autoregressive,hierarchical",
                 "--config.diffusion.sample.window=3", f"--out={work / 'bench_gen'}", *common, cwd=work)
   assert result.returncode == 0, result.stderr[-4000:]
   rows = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]

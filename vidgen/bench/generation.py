@@ -12,13 +12,16 @@ as one JSON line per result:
         frame 0 of each test clip is the given image; PSNR of the output's
         frame 0 against it (the goal: >= 30 dB).
   loop  {"bench": "loop", "median_ratio", "seamless", "ratios"}: the jump
-        from the last frame to the first over the median step, per loop.
+        from the last frame to the first over the median step, per loop of
+        --loop_frames frames (33: an object at the contract's speed, 1/32 of
+        the canvas a frame, crosses the torus once in 32 steps, so only a
+        loop of about that length can be seamless without changing speed).
   long  {"bench": "long_video", "scheme", ...accuracy, "every_chunk"}: videos
         of --long_frames frames per scheme, each checked per window-long
         chunk, and a t2v reference at --frames.
 
 Videos go to --out (default WORKDIR/bench_generation); --frames (17) is the
-length of the i2v, loop and reference videos; the other flags of
+length of the i2v and reference videos; the other flags of
 vidgen.sample (sampler, steps, cfg, ...) are not used: settings come from
 the config (--config.diffusion.sample.*).
 """
@@ -33,7 +36,7 @@ from absl import flags
 
 from vidgen import app, sample
 
-FLAGS = flags.FLAGS  # vidgen.sample's --frames (i2v, loop, reference) and --out are used here
+FLAGS = flags.FLAGS  # vidgen.sample's --frames (i2v, reference) and --out are used here
 
 _WHAT = flags.DEFINE_list("what", ["i2v", "loop", "long"], "Which goals to measure.")
 _NUM = flags.DEFINE_integer("num", 16, "Test compositions (prompts) per measurement.")
@@ -41,6 +44,9 @@ _LONG = flags.DEFINE_integer("long_frames", 65, "Frames of the long videos.")
 _SCHEMES = flags.DEFINE_list("schemes", ["autoregressive", "long_range", "hierarchical"],
                              "Long-video schemes.")
 _SIZE = flags.DEFINE_integer("size", 64, "Height and width.")
+_LOOP_FRAMES = flags.DEFINE_integer(
+    "loop_frames", 33, "Frames of the loops: one torus period at the contract's speed "
+    "(32 frames) rounded up to the VAE's 1 + 4k.")
 
 
 def _emit(row: dict) -> None:
@@ -70,8 +76,8 @@ def main(config, workdir):
     _emit({"bench": "i2v", "videos": len(psnrs), "given_psnr_mean": float(np.mean(psnrs)),
            "given_psnr_min": float(np.min(psnrs)), "accuracy_all": float(np.mean(acc))})
   if "loop" in _WHAT.value:
-    s = sample.generate(config, workdir, prompts, os.path.join(out, "loop"), frames=frames,
-                        mode="loop", **common)
+    s = sample.generate(config, workdir, prompts, os.path.join(out, "loop"),
+                        frames=_LOOP_FRAMES.value, mode="loop", **common)
     with open(os.path.join(out, "loop", "samples.jsonl")) as f:
       ratios = [json.loads(line)["loop"]["ratio"] for line in f]
     _emit({"bench": "loop", **s["loop"], "ratios": [round(r, 3) for r in ratios],
