@@ -12,8 +12,9 @@ process 0 writes the shared files).
 
 Modes (--mode; vidgen.diffusion.modes): t2v; i2v --image=PNG; extend and
 extend_back --video=FILE; interpolate --image=A --image=B; stitch
---video=A --video=B; loop. --keep sets how many latent frames of a given
-video are kept.
+--video=A --video=B; loop (a clip, then a transition back into it made on
+its latents, decoded as a cycle). --keep sets how many latent frames of a
+given video, or of a loop's ends, are kept.
 
 Videos longer than the window (--window latent frames; default the
 longest training bucket) are made by a Flexible Diffusion Modeling plan
@@ -24,9 +25,10 @@ With --check_shapes, each video is also checked against its Moving Shapes
 prompt from the pixels (vidgen.eval.shapes.check_prompt) and the accuracy is
 printed and written to `DIR/accuracy.json`.
 
-Sizes are in pixels (--frames must be 1 + k x the VAE's time factor, height
-and width multiples of its space factor times the patch); a window outside
-the DiT's position tables fails with an error naming them.
+Sizes are in pixels (--frames must be 1 + k x the VAE's time factor; a loop
+has k x that factor frames, given as either; height and width multiples of
+its space factor times the patch); a window outside the DiT's position
+tables fails with an error naming them.
 """
 
 from __future__ import annotations
@@ -175,22 +177,19 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
   image_arrays = [read_media(p)[0] for p in images]
   video_arrays = [read_media(p) for p in videos]
   try:
-    if mode == "loop":
-      window = gen.window or modes.latent_frames(frames, tf)
-      first, second = modes.loop_lengths(frames, window, tf, keep)
-      passes = [((first, height, width), None),
-                ((second, height, width), modes.loop_canvas(
-                    np.zeros((first, height, width, 3), np.uint8), second, time_factor=tf,
-                    context=keep))]
+    _, lh, lw, channels = gen.models.latent_grid((1, height, width))
+    if mode == "loop":  # two passes in latent space: a clip, then a transition back
+      first, g = modes.loop_lengths(frames, gen.window, tf, keep)
+      passes = [(first, None), (2 * keep + g, modes.loop_known(g, keep))]
+      canvas = None
     else:
       canvas = modes.build(mode, frames, height, width, time_factor=tf, context=keep,
                            images=image_arrays, videos=video_arrays)
-      passes = [((frames, height, width), canvas)]
+      passes = [(modes.latent_frames(frames, tf), canvas.latent_known(tf))]
     plans = []
-    for shape, cv in passes:
-      lat = gen.models.latent_grid(shape)
-      plans.append(gen.plan(lat[0], None if cv is None else cv.latent_known(tf)))
-      gen.check_shape(lat[:3])
+    for lt, known in passes:
+      plans.append(gen.plan(lt, known))
+      gen.check_shape((lt, lh, lw))
   except ValueError as e:
     raise UsageError(str(e)) from e
   if print_plan:
@@ -210,29 +209,29 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
   records, videos_out = [], []
   progress = _progress(len(mine))
 
-  def run_pass(tokens, mask, shape, canvas, seeds, salt):
-    lt, lh, lw, c = gen.models.latent_grid(shape)
-    noise = jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.key(s), salt),
-                                         (lt, lh, lw, c)) for s in seeds])
+  def noise(seeds, salt, lt):
+    return shard(jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.key(s), salt),
+                                              (lt, lh, lw, channels)) for s in seeds]))
+
+  def run(tokens, mask, seeds):
+    tokens, mask = shard(tokens), shard(mask)
+    if mode == "loop":
+      z = gen.loop_latents(params, tokens, mask, noise(seeds, 0, passes[0][0]),
+                           noise(seeds, 1, passes[1][0]), keep)
+      return gen.decode_loop(params, z)
     known_x0, known = gen.canvas_latents(params, canvas, len(seeds))
-    z = gen.sample_latents(params, shard(tokens), shard(mask), shard(noise),
+    z = gen.sample_latents(params, tokens, mask, noise(seeds, 0, passes[0][0]),
                            None if known_x0 is None else shard(known_x0), known)
     return gen.decode_video(params, z)
 
-  lt_total = gen.models.latent_grid((frames, height, width))[0]
+  lt_total = passes[0][0]
   for start in range(0, len(mine), batch):
     chunk = mine[start:start + batch]
     n = len(chunk)
     padded = chunk + [chunk[-1]] * (batch - n)  # one shape, one compile
     tokens, mask = tokenize(tokenizer, [prompts[i] for i in padded], config.text.max_len)
     seeds = [seed + i for i in padded]
-    shape, canvas = passes[0]
-    clips = run_pass(tokens, mask, shape, canvas, seeds, 0)
-    if mode == "loop":
-      shape2 = passes[1][0]
-      canvases = [modes.loop_canvas(c, shape2[0], time_factor=tf, context=keep) for c in clips]
-      bridges = run_pass(tokens, mask, shape2, canvases, seeds, 1)
-      clips = np.stack([modes.loop_frames(c, b, cv) for c, b, cv in zip(clips, bridges, canvases)])
+    clips = run(tokens, mask, seeds)
     for index, clip in zip(chunk, clips[:n]):
       prompt = prompts[index]
       name = f"{index:04d}.mp4"

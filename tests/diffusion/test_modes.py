@@ -113,20 +113,17 @@ def test_bad_requests_fail_clearly(mode, images, videos, context, frames, match)
                 images=[_video(1)[0]] * images, videos=[_video(9)] * videos)
 
 
-def test_loop_is_the_video_then_a_transition_back_into_its_start():
-  first, second = modes.loop_lengths(17, window=5, time_factor=TF, context=1)
-  assert (first, second) == (5, 17)  # 3 new latent frames = 12 new pixel frames
-  video = _video(first)
-  canvas = modes.loop_canvas(video, second, time_factor=TF, context=1)
-  assert canvas.latent_known(TF).tolist() == [True, False, False, False, True]
-  values = _frame_values(canvas)
-  assert values[0] == 45 and values[13:] == [5, 15, 25, 35]  # end of video ... its start
-  transition = canvas.pixels.copy()
-  transition[~canvas.given] = 1
-  looped = modes.loop_frames(video, transition, canvas)
-  assert len(looped) == 17 and (looped[:5] == video).all() and (looped[5:] == 1).all()
+def test_loop_lengths_cover_the_cycle_and_fail_clearly():
+  # 32 frames (or 33 = 1 + 4 * 8): latent frames 1..5 of a clip of 6, then 3 new ones.
+  assert modes.loop_lengths(32, window=5, time_factor=TF, context=1) == (6, 3)
+  assert modes.loop_lengths(33, window=5, time_factor=TF, context=1) == (6, 3)
+  assert modes.loop_lengths(16, window=5, time_factor=TF, context=1) == (2, 3)
+  assert modes.loop_lengths(16, window=0, time_factor=TF, context=2) == (3, 2)  # no window
+  assert modes.loop_known(3, 1).tolist() == [True, False, False, False, True]
   with pytest.raises(ValueError, match="more than 2 x context"):
-    modes.loop_lengths(17, window=2, time_factor=TF, context=1)
+    modes.loop_lengths(16, window=2, time_factor=TF, context=1)
+  with pytest.raises(ValueError, match="multiple of 4"):
+    modes.loop_lengths(18, window=5, time_factor=TF, context=1)
 
 
 def test_loop_jump_compares_the_wrap_with_the_median_step():

@@ -116,7 +116,7 @@ def test_sample_modes_long_videos_and_plans_from_the_command_line(trained):
           "--height=32", "--width=32", "--batch=1", *common]
   cases = {
       "i2v": ["--mode=i2v", f"--image={image}", "--frames=5"],
-      "loop": ["--mode=loop", "--frames=9", "--window=3", "--gif"],
+      "loop": ["--mode=loop", "--frames=9", "--window=3", "--gif"],  # 8 frames
       "extend": ["--mode=extend", f"--video={clip}", "--frames=17", "--keep=2",
                  "--scheme=hierarchical", "--window=3", "--context=1"],
   }
@@ -130,7 +130,7 @@ def test_sample_modes_long_videos_and_plans_from_the_command_line(trained):
     assert len(video_io.decode((out / record["file"]).read_bytes())) == record["frames"]
   assert (work / "mode_loop" / "0000.gif").exists()
   loop = json.loads((work / "mode_loop" / "samples.jsonl").read_text())
-  assert loop["frames"] == 9 and set(loop["loop"]) == {"jump", "median_step", "ratio"}
+  assert loop["frames"] == 8 and set(loop["loop"]) == {"jump", "median_step", "ratio"}
   extend = json.loads((work / "mode_extend" / "samples.jsonl").read_text())
   assert extend["scheme"] == "hierarchical" and extend["windows"][0] > 1
   # The plan alone, no checkpoint needed; a mode without its input fails clearly.
@@ -166,7 +166,7 @@ def test_two_processes_split_the_prompts_and_process_0_writes_the_index(trained)
 def test_bench_generation_reports_every_goal(trained):
   work, common, spec, _ = trained
   result = _run("-m", "vidgen.bench.generation", spec, f"--workdir={work / 'dit'}", "--num=2",
-                "--frames=9", "--loop_frames=9", "--long_frames=17", "--size=32",
+                "--frames=9", "--loop_frames=8", "--long_frames=17", "--size=32",
                 "--schemes=autoregressive,hierarchical",
                 "--config.diffusion.sample.window=3", f"--out={work / 'bench_gen'}", *common, cwd=work)
   assert result.returncode == 0, result.stderr[-4000:]

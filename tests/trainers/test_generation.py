@@ -124,6 +124,29 @@ def test_a_long_extension_keeps_the_given_frames(model):
   assert gen.plan(7, known).known == (0, 1)
 
 
+def test_a_loop_is_a_clip_then_a_transition_made_on_its_latents_and_decoded_as_a_cycle(model):
+  _, gen, params, tokens, mask = model
+  gen = dataclasses.replace(gen, window=3, context=1)
+  n, g = modes.loop_lengths(16, gen.window, 4, 1)  # 16 frames: latent frames 1..4 of a cycle
+  assert (n, g) == (4, 1)
+  noise = jax.random.normal(jax.random.key(6), (2, n, 4, 4, 4))
+  bridge_noise = jax.random.normal(jax.random.key(7), (2, 2 + g, 4, 4, 4))
+  z = np.asarray(gen.loop_latents(params, tokens, mask, noise, bridge_noise, 1))
+  # The clip is the text-to-video pass of the same noise; the transition is new latents.
+  np.testing.assert_array_equal(z[:, :n], np.asarray(gen.sample_latents(params, tokens, mask,
+                                                                        noise)))
+  assert z.shape == (2, n + g, 4, 4, 4) and not np.allclose(z[:, n:], z[:, n - 1:n])
+  video = gen.decode_loop(params, jnp.asarray(z))
+  assert video.shape == (2, 16, 32, 32, 3)
+  # Each frame is decoded after the ones it follows on repeat: the clip's first
+  # frames after the transition's last two latent frames, not after latent frame 0.
+  cycle = np.asarray(gen.decode_video(params, jnp.asarray(np.concatenate([z[:, 3:], z[:, 1:]],
+                                                                         1))))
+  np.testing.assert_array_equal(video, cycle[:, 5:])
+  plain = np.asarray(gen.decode_video(params, jnp.asarray(z)))
+  assert not np.array_equal(video[:, :4], plain[:, 1:5])
+
+
 def test_guidance_on_the_given_frames_changes_the_sample_but_not_the_given_frames(model):
   _, gen, params, tokens, mask = model
   canvas = modes.build("i2v", 9, 32, 32, time_factor=4, images=[_rng_video(1, 9)[0]])

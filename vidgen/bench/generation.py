@@ -13,9 +13,9 @@ as one JSON line per result:
         frame 0 against it (the goal: >= 30 dB).
   loop  {"bench": "loop", "median_ratio", "seamless", "ratios"}: the jump
         from the last frame to the first over the median step, per loop of
-        --loop_frames frames (33: an object at the contract's speed, 1/32 of
+        --loop_frames frames (32: an object at the contract's speed, 1/32 of
         the canvas a frame, crosses the torus once in 32 steps, so only a
-        loop of about that length can be seamless without changing speed).
+        loop of that length can be seamless without changing speed).
   long  {"bench": "long_video", "scheme", ...accuracy, "every_chunk"}: videos
         of --long_frames frames per scheme, each checked per window-long
         chunk, and a t2v reference at --frames.
@@ -45,8 +45,8 @@ _SCHEMES = flags.DEFINE_list("schemes", ["autoregressive", "long_range", "hierar
                              "Long-video schemes.")
 _SIZE = flags.DEFINE_integer("size", 64, "Height and width.")
 _LOOP_FRAMES = flags.DEFINE_integer(
-    "loop_frames", 33, "Frames of the loops: one torus period at the contract's speed "
-    "(32 frames) rounded up to the VAE's 1 + 4k.")
+    "loop_frames", 32, "Frames of the loops (a multiple of the VAE's time factor): one "
+    "torus period at the contract's speed.")
 
 
 def _emit(row: dict) -> None:

@@ -21,9 +21,9 @@ pixel frames anywhere else. The modes (T output frames, c = `context`):
   interpolate  image A as frame 0 and image B as the last f frames (held).
   stitch       video A's tail at the start, video B's head at the end; the
                output is the transition between them.
-  loop         two passes (vidgen.sample): a text-to-video clip, then a
-               stitch of its end back into its start; `loop_canvas` builds
-               the second pass.
+  loop         two passes in latent space (`loop_lengths`): a
+               text-to-video clip, then a transition from its end back
+               into its start, generated on its latents (no pixel round trip).
 
 Pixel frames the canvas does not give are filled with the next given frame
 (else the previous one) before encoding: the causal encoder's latents of a
@@ -138,8 +138,7 @@ def build(mode: str, frames: int, height: int, width: int, *, time_factor: int,
   """The canvas of `mode` for an output of (frames, height, width) pixels.
 
   Args:
-    mode: one of MODES ("loop": use `loop_canvas` for its second pass; its
-      first pass is t2v).
+    mode: one of MODES but "loop" (made in latent space: `loop_lengths`).
     frames: output frames T = 1 + k * time_factor.
     height, width: output size in pixels.
     time_factor: the VAE's time compression f.
@@ -192,33 +191,38 @@ def build(mode: str, frames: int, height: int, width: int, *, time_factor: int,
   return canvas
 
 
-def loop_canvas(video: np.ndarray, frames: int, *, time_factor: int, context: int = 1) -> Canvas:
-  """The second pass of `loop`: `video`'s end, a transition, then `video`'s start.
-
-  The loop is `video` followed by the transition's generated frames
-  (`loop_frames`); played on repeat, the transition leads back into frame 0.
-  `frames` is the length of this pass (context + transition + context).
-  """
-  return build("stitch", frames, video.shape[1], video.shape[2], time_factor=time_factor,
-               context=context, videos=(video, video))
-
-
-def loop_frames(video: np.ndarray, transition: np.ndarray, canvas: Canvas) -> np.ndarray:
-  """The loop (T + G, H, W, 3): `video` then the transition's frames that were not given."""
-  return np.concatenate([video, transition[~canvas.given]])
-
-
 def loop_lengths(frames: int, window: int, time_factor: int, context: int) -> tuple[int, int]:
-  """(first pass frames, transition pass frames) of a loop of `frames` output frames.
+  """(n, g): latent frames of a loop's text-to-video pass and of its transition.
 
-  The transition pass is one window (at most `window` latent frames): c
-  latent frames of context at each end and g = window - 2c new ones (f g
-  pixel frames); the first pass makes the other `frames - f g` frames.
+  A loop is made in latent space (`dit.Generator.loop_latents`): a
+  text-to-video pass of n latent frames z, then one window of
+  `context` latent frames of z's end, g new ones and `context` latent frames
+  from z's latent frame 1 on. The loop is latent frames 1 .. n - 1 of z and
+  the g new ones: f (n - 1 + g) pixel frames, each transition latent made
+  to lead into the cycle's first. Latent frame 0 (one pixel frame) is left
+  out: it starts a clip, not a cycle. So `frames` is the loop's length when
+  it is a multiple of f; a 1 + f k clip (`frames`, as for the other modes)
+  gives its f k frames, as its last frame would repeat the first.
+  `window`: latent frames per sampler call (0: no limit).
   """
-  n = latent_frames(frames, time_factor)
-  g = min(window - 2 * context, n - 1)
+  if frames >= time_factor and frames % time_factor == 0:
+    k = frames // time_factor
+  elif frames > time_factor and (frames - 1) % time_factor == 0:
+    k = (frames - 1) // time_factor
+  else:
+    raise ValueError(f"a loop has a multiple of {time_factor} frames (the VAE's time factor; "
+                     f"1 + k * {time_factor} gives k * {time_factor}); got {frames}")
+  if context < 1:
+    raise ValueError(f"context must be >= 1 latent frame; got {context}")
+  room = window - 2 * context if window else k - context
+  g = min(room, k - context)
   if g < 1:
     raise ValueError(f"loop needs a window of more than 2 x context ({context}) latent frames "
-                     f"and at least 2 latent frames; got window {window}, {n} latent frames")
-  second = 1 + time_factor * (context - 1) + time_factor * g + time_factor * context
-  return frames - time_factor * g, second
+                     f"and more than {context * time_factor} frames; got window {window}, "
+                     f"{frames} frames")
+  return k - g + 1, g
+
+
+def loop_known(g: int, context: int) -> np.ndarray:
+  """bool (2 context + g,): the transition window's given latent frames (both ends)."""
+  return np.array([True] * context + [False] * g + [True] * context)

@@ -323,6 +323,37 @@ class Generator:
                        progress=progress)
     return jnp.reshape(z, noise.shape)
 
+  def loop_latents(self, params, tokens, token_mask, noise, bridge_noise, context: int = 1
+                   ) -> jax.Array:
+    """Scaled latents (B, n + g, H', W', C) of a loop (modes.loop_lengths): z, then g more.
+
+    `noise` (B, n, ...) makes a text-to-video clip z; `bridge_noise`
+    (B, 2 context + g, ...) makes the transition, one window generated
+    between z's last `context` latent frames and its latent frames
+    1 .. context, on z's own latents (a pixel round trip through the VAE
+    moves a still clip by more than its frame-to-frame flicker). The
+    loop is latent frames 1 .. n + g - 1 (`decode_loop`).
+    """
+    c = context
+    g = bridge_noise.shape[1] - 2 * c
+    z = self.sample_latents(params, tokens, token_mask, noise)
+    gap = jnp.zeros((z.shape[0], g) + z.shape[2:], z.dtype)
+    known_x0 = jnp.concatenate([z[:, z.shape[1] - c:], gap, z[:, 1:1 + c]], axis=1)
+    bridge = self.sample_latents(params, tokens, token_mask, bridge_noise, known_x0,
+                                 modes.loop_known(g, c))
+    return jnp.concatenate([z, bridge[:, c:c + g]], axis=1)
+
+  def decode_loop(self, params, z, warm: int = 2) -> np.ndarray:
+    """uint8 (B, f (L - 1), H, W, 3) pixels of the cycle z[:, 1:] of `loop_latents`' z (B, L, ...).
+
+    Decoded as a cycle: the causal decoder first reads the cycle's last
+    `warm` latent frames (their pixels are dropped), so latent frame 1 is
+    decoded after the frames it follows on repeat, as every other frame is.
+    """
+    warm = min(warm, z.shape[1] - 1)
+    pixels = self.decode_video(params, jnp.concatenate([z[:, z.shape[1] - warm:], z[:, 1:]], 1))
+    return pixels[:, 1 + self.time_factor * (warm - 1):]
+
   def generate(self, params, tokens, token_mask, shape: tuple[int, int, int], rng,
                canvas=None, progress=None) -> np.ndarray:
     """uint8 (B, T, H, W, 3) videos of pixel `shape` (T, H, W); `canvas`: the given frames."""
