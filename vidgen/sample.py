@@ -179,7 +179,7 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
   try:
     _, lh, lw, channels = gen.models.latent_grid((1, height, width))
     if mode == "loop":  # two passes in latent space: a clip, then a transition back
-      first, g = modes.loop_lengths(frames, gen.window, tf, keep)
+      first, g = gen.loop_lengths(frames, keep)
       passes = [(first, None), (2 * keep + g, modes.loop_known(g, keep))]
       canvas = None
     else:

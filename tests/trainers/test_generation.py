@@ -127,7 +127,7 @@ def test_a_long_extension_keeps_the_given_frames(model):
 def test_a_loop_is_a_clip_then_a_transition_made_on_its_latents_and_decoded_as_a_cycle(model):
   _, gen, params, tokens, mask = model
   gen = dataclasses.replace(gen, window=3, context=1)
-  n, g = modes.loop_lengths(16, gen.window, 4, 1)  # 16 frames: latent frames 1..4 of a cycle
+  n, g = gen.loop_lengths(16, 1)  # 16 frames: latent frames 1..4 of a cycle
   assert (n, g) == (4, 1)
   noise = jax.random.normal(jax.random.key(6), (2, n, 4, 4, 4))
   bridge_noise = jax.random.normal(jax.random.key(7), (2, 2 + g, 4, 4, 4))
@@ -145,6 +145,14 @@ def test_a_loop_is_a_clip_then_a_transition_made_on_its_latents_and_decoded_as_a
   np.testing.assert_array_equal(video, cycle[:, 5:])
   plain = np.asarray(gen.decode_video(params, jnp.asarray(z)))
   assert not np.array_equal(video[:, :4], plain[:, 1:5])
+
+
+def test_a_loop_with_a_temporal_patch_fails_clearly():
+  config = configlib.load(DIT_CONFIG + ":smoke,variant=tiny/2x2x2")
+  patched = dit_task.Generator.from_config(config, dit_task.Models.from_config(config,
+                                                                              vocab_size=32))
+  with pytest.raises(ValueError, match="temporal patch 1"):
+    patched.loop_lengths(16, 1)
 
 
 def test_guidance_on_the_given_frames_changes_the_sample_but_not_the_given_frames(model):

@@ -323,6 +323,18 @@ class Generator:
                        progress=progress)
     return jnp.reshape(z, noise.shape)
 
+  def loop_lengths(self, frames: int, context: int) -> tuple[int, int]:
+    """(n, g) of a loop of `frames` pixel frames (modes.loop_lengths) with this window.
+
+    Raises ValueError for a DiT with a temporal patch above 1: the cycle
+    starts at latent frame 1, which is not a patch boundary.
+    """
+    pt = self.models.dit.patch[0]
+    if pt != 1:
+      raise ValueError(f"loop needs a DiT with temporal patch 1 (the cycle starts at latent "
+                       f"frame 1); this one has {pt}")
+    return modes.loop_lengths(frames, self.window, self.time_factor, context)
+
   def loop_latents(self, params, tokens, token_mask, noise, bridge_noise, context: int = 1
                    ) -> jax.Array:
     """Scaled latents (B, n + g, H', W', C) of a loop (modes.loop_lengths): z, then g more.
