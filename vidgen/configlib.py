@@ -251,7 +251,9 @@ def vae_config() -> ConfigDict:
       dtype="float32",  # compute
       param_dtype="float32",
       checkpoint="",  # a trained VAE workdir or checkpoint dir (stage 2, latents, evaluate)
-      loss=dict(recon="l1", recon_weight=1.0, l2_weight=0.0, kl_weight=1e-6),
+      # latent_noise: decode z + tau * rms(z) * eps, tau ~ U(0, latent_noise) per clip
+      # (models.vae.add_latent_noise), so the decoder reads imprecise latents; 0: off.
+      loss=dict(recon="l1", recon_weight=1.0, l2_weight=0.0, kl_weight=1e-6, latent_noise=0.0),
       disc=dict(enabled=False, start_step=2_000, weight=0.1, adaptive=True,
                 channels=(32, 64, 128), max_adaptive_weight=1e4),
   ))

@@ -9,6 +9,9 @@ and writes `W/eval/<task>_<split>.json` plus a picture:
         its colour, shape, size and motion, read from the pixels and checked
         against the ground truth the data set carries (vidgen.eval.shapes).
         Picture: originals above reconstructions, `<task>_<split>.png`.
+        --latent_noise=S decodes the posterior mean plus Gaussian noise of
+        S times its RMS (fixed seeds): how well the decoder reads latents as
+        imprecise as a diffusion model's (files `..._noise<S>.*`).
   dit   on the cached latents of `dit.eval_latents` (Moving Shapes): whether
         decoded videos show their caption's colour, shape, size and motion
         (vidgen.eval.shapes.check_prompt), for the VAE round trip of the real
@@ -50,12 +53,15 @@ _SAMPLES = flags.DEFINE_string(
     "samples", None, "captioner: a vidgen.sample output folder to evaluate instead of a split.")
 _CHUNKS = flags.DEFINE_integer("chunks", 2, "captioner --samples: parts of each video captioned "
                                "for the temporal consistency check.")
+_LATENT_NOISE = flags.DEFINE_float(
+    "latent_noise", 0.0, "vae: decode the latents plus noise of this fraction of their RMS.")
 _DENOISE_TIMES = flags.DEFINE_list("denoise_times", ["0.3", "0.6", "0.9"],
                                    "dit: noise levels of the one-step x0 check.")
 
 
 def evaluate_vae(config, directory: str, split: str, step: int | None = None,
-                 max_batches: int = 0) -> tuple[dict, np.ndarray | None]:
+                 max_batches: int = 0, latent_noise: float = 0.0
+                 ) -> tuple[dict, np.ndarray | None]:
   """(report, side-by-side picture) of the VAE of `directory` on `split`."""
   from vidgen.data import pipeline  # pylint: disable=g-import-not-at-top
   from vidgen.eval import metrics, shapes  # pylint: disable=g-import-not-at-top
@@ -68,7 +74,7 @@ def evaluate_vae(config, directory: str, split: str, step: int | None = None,
   data = pipeline.dataset_from_config(
       config, split, train=False, num_workers=0,
       process_index=jax.process_index(), process_count=jax.process_count())
-  recon_fn = jax.jit(vae.reconstructor(config))
+  recon_fn = jax.jit(vae.reconstructor(config, latent_noise))
   psnr_fn, ssim_fn = jax.jit(metrics.psnr), jax.jit(metrics.ssim)
   totals: dict[str, float] = {}
   picture = None
@@ -78,7 +84,8 @@ def evaluate_vae(config, directory: str, split: str, step: int | None = None,
       break
     with mesh_lib.activate(s.mesh, s.rules):
       batch = multihost.global_batch(local, s.mesh, s.rules, ("video",))
-      recon = multihost.host_rows(recon_fn(params, batch["video"]))
+      rng = jax.random.fold_in(jax.random.key(0), i)
+      recon = multihost.host_rows(recon_fn(params, batch["video"], rng))
     video = np.asarray(local["video"])
     n = len(video)
     totals["count"] = totals.get("count", 0) + n
@@ -104,6 +111,8 @@ def evaluate_vae(config, directory: str, split: str, step: int | None = None,
   objects = totals.pop("objects", 0)
   report = {"task": "vae", "split": split, "step": int(step), "clips": int(count),
             "psnr": totals.pop("psnr") / count, "ssim": totals.pop("ssim") / count}
+  if latent_noise:
+    report["latent_noise"] = latent_noise
   if "keeps_all" in totals:
     report["keeps_all"] = totals.pop("keeps_all") / count
   for k, v in sorted(totals.items()):
@@ -250,7 +259,8 @@ def main(config, workdir):
   directory = _CHECKPOINT.value or (config.vae.checkpoint if config.task == "vae" and
                                     config.vae.checkpoint else workdir)
   if config.task == "vae":
-    report, picture = evaluate_vae(config, directory, split, _STEP.value, _MAX_BATCHES.value)
+    report, picture = evaluate_vae(config, directory, split, _STEP.value, _MAX_BATCHES.value,
+                                   _LATENT_NOISE.value)
   elif config.task == "dit":
     split = "latents"
     report, picture = evaluate_dit(config, directory, _STEP.value, _MAX_BATCHES.value,
@@ -267,7 +277,8 @@ def main(config, workdir):
   if jax.process_index() == 0:
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
-    name = f"{config.task}_{split}"
+    name = f"{config.task}_{split}" + (f"_noise{_LATENT_NOISE.value:g}"
+                                        if config.task == "vae" and _LATENT_NOISE.value else "")
     with open(os.path.join(out, name + ".json"), "w") as f:
       json.dump(report, f, indent=2)
     if picture is not None:

@@ -19,14 +19,16 @@ held-out evaluation never sees them through the VAE.
 
 Arguments: `smoke` (a tiny model and data for tests), `minutes` (a wall-clock
 budget; 0: none), `steps` (the schedule's length), `disc` (switch the 3D
-patch discriminator on), `workers` (Grain worker processes).
+patch discriminator on), `workers` (Grain worker processes), `noise` (the
+largest latent noise the decoder trains on, a fraction of the latents' RMS).
 """
 
 from vidgen import configlib
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, smoke=False, minutes=0.0, steps=9_000, disc=False, workers=1)
+  arg = configlib.parse_arg(arg, smoke=False, minutes=0.0, steps=9_000, disc=False, workers=1,
+                            noise=0.0)
   config = configlib.base_config()
   config.task = "vae"
   config.mesh = configlib.mesh_config()
@@ -65,6 +67,10 @@ def get_config(arg=None):
   v.down = ((2, 2), (2, 1))  # time 1 * 2 * 2 = 4, space 4 * 2 * 1 = 8
   v.transformer.window = 3
   v.loss.recon = "l2"  # PSNR is an MSE; L1 stalls at all-black for a while on sparse objects
+  # noise=0.3: the decoder also reads latents noised by up to 0.3 of their RMS
+  # (more robust to a DiT's imprecise latents; no gain in the demo's videos,
+  # docs/benchmarks.md, so off by default).
+  v.loss.latent_noise = arg.noise
   v = config.vae
   v.disc.enabled = arg.disc
   if arg.smoke:

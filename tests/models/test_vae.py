@@ -1,4 +1,5 @@
-"""The causal video VAE: shapes, causality, chunking, the 3D conv, image path, metadata.
+"""The causal video VAE: shapes, causality, chunking, the 3D conv, image path, metadata,
+latent noise.
 
 Compiling is what costs here (seconds a program on a shared 2-core CPU), so
 tests share a few jitted programs: one batch of four clips (a base clip and
@@ -283,3 +284,35 @@ def test_real_init_no_transformer_and_bfloat16():
     chex.assert_shape([out["recon"], out["z"]], [(1, 2, 4, 4, 3), (1, 2, 2, 2, 2)])
     chex.assert_tree_all_finite(out)
     assert float(jnp.min(vae_lib.kl(out["mean"], out["logvar"]))) >= 0
+
+
+# ---------------------------------------------------------------------------
+# Latent noise in training (the decoder reads imprecise latents).
+
+
+def test_latent_noise_is_relative_per_clip_and_carries_no_gradient_through_its_scale():
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(512, 2, 4, 4, 8)) * 5.0, jnp.float32)
+  noisy = np.asarray(vae_lib.add_latent_noise(z, jax.random.key(1), 0.3))
+  rms = float(jnp.sqrt(jnp.mean(jnp.square(z))))
+  # Per clip: noise of RMS tau * rms(z), tau uniform in [0, 0.3].
+  tau = np.sqrt(np.mean(np.square(noisy - np.asarray(z)), axis=(1, 2, 3, 4))) / rms
+  assert tau.min() >= 0 and tau.max() <= 0.3 * 1.2, (tau.min(), tau.max())
+  assert 0.13 < np.median(tau) < 0.17, np.median(tau)  # U(0, 0.3): median 0.15
+  assert np.std(tau) > 0.07  # one tau per clip, not one for the batch (U(0, 0.3): 0.087)
+  # Zero scale: the latents unchanged. The scale is not differentiated: the
+  # latents cannot outgrow the noise.
+  np.testing.assert_array_equal(vae_lib.add_latent_noise(z, jax.random.key(1), 0.0), z)
+  grad = jax.grad(lambda z: jnp.sum(vae_lib.add_latent_noise(z, jax.random.key(1), 0.3)))(z)
+  np.testing.assert_allclose(grad, np.ones(z.shape), rtol=1e-6)
+
+
+def test_latent_noise_changes_the_decoded_clip_not_the_latents():
+  model = vae_lib.VideoVAE(**TINY)
+  params = nn.unbox(random_params(model))
+  video = _edited_batch()[:2, :5]
+  call = lambda noise: fast_jit(lambda p, x: model.apply(
+      {"params": p}, x, jax.random.key(3), latent_noise=noise))(params, video)
+  plain, noisy = call(0.0), call(0.5)
+  np.testing.assert_array_equal(noisy["z"], plain["z"])
+  np.testing.assert_array_equal(noisy["mean"], plain["mean"])
+  assert float(jnp.max(jnp.abs(noisy["recon"] - plain["recon"]))) > 1e-3

@@ -28,11 +28,11 @@ def _run(module, *args, cwd):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """The smoke VAE (with the discriminator switched on at step 2) trained for 4 steps."""
+  """The smoke VAE (discriminator on at step 2, latent noise 0.3) trained for 4 steps."""
   work = tmp_path_factory.mktemp("vae")
   common = [f"--config.data.data_dir={work / 'data'}", "--config.data.num_workers=0"]
-  result = _run("vidgen.train", f"--config={CONFIG}:smoke,disc", f"--workdir={work / 'w'}",
-                *common, cwd=work)
+  result = _run("vidgen.train", f"--config={CONFIG}:smoke,disc,noise=0.3",
+                f"--workdir={work / 'w'}", *common, cwd=work)
   assert result.returncode == 0, result.stderr[-4000:]
   return work, common, result
 
@@ -64,6 +64,14 @@ def test_evaluate_reports_psnr_ssim_and_attributes_with_a_picture(trained):
     assert np.isfinite(report[k]), k
   assert os.path.exists(report["picture"])
   assert json.load(open(work / "w" / "eval" / "vae_test.json"))["psnr"] == report["psnr"]
+  # Decoding imprecise latents: its own report, a lower PSNR.
+  result = _run("vidgen.evaluate", f"--config={CONFIG}:smoke", f"--workdir={work / 'w'}",
+                "--latent_noise=2", *common, cwd=work)
+  assert result.returncode == 0, result.stderr[-4000:]
+  noisy = json.loads(result.stdout.strip().splitlines()[-1])
+  assert noisy["latent_noise"] == 2 and noisy["clips"] == report["clips"]
+  assert noisy["psnr"] < report["psnr"]
+  assert json.load(open(work / "w" / "eval" / "vae_test_noise2.json"))["psnr"] == noisy["psnr"]
 
 
 def test_latents_mode_writes_readable_records_with_metadata(trained):

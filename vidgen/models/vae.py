@@ -123,6 +123,35 @@ def sample(mean: Array, logvar: Array, rng: Array) -> Array:
 _sample = sample  # `VideoVAE.__call__` has an argument named `sample`
 
 
+def perturb_latents(z: Array, rng: Array, scale: Array | float) -> Array:
+  """z + scale * rms(z) * eps, eps ~ N(0, I); rms over the whole batch, without gradient.
+
+  `scale` is a float or an array broadcasting against z (one per clip). The
+  noise is relative to the latents' RMS, as a diffusion model's error on
+  unit-scaled latents is.
+  """
+  zf = z.astype(jnp.float32)
+  rms = jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(zf))))
+  eps = jax.random.normal(rng, z.shape, jnp.float32)
+  return (zf + scale * rms * eps).astype(z.dtype)
+
+
+def add_latent_noise(z: Array, rng: Array, max_scale: float) -> Array:
+  """`perturb_latents` with a scale tau ~ U(0, max_scale) drawn per clip.
+
+  Trains a decoder that reads latents a little off the encoder's, which is
+  what a diffusion model hands it (its x0 error on the shapes latents is about
+  a third of their RMS). The scale carries no gradient: the latents cannot
+  escape the noise by growing. The idea follows l-DeTok (Yang et al., 2025,
+  "Latent denoising makes good visual tokenizers"), which noises latents in
+  the tokenizer's training.
+  """
+  tau_rng, eps_rng = jax.random.split(rng)
+  tau = jax.random.uniform(tau_rng, (z.shape[0],) + (1,) * (z.ndim - 1), jnp.float32,
+                           0.0, max_scale)
+  return perturb_latents(z, eps_rng, tau)
+
+
 # ---------------------------------------------------------------------------
 # Encoder and decoder.
 
@@ -311,11 +340,19 @@ class VideoVAE(nn.Module):
                        f"got shape {z.shape}")
     return self.decoder(z, cache)
 
-  def __call__(self, video: Array, rng: Array, sample: bool = True) -> dict[str, Array]:
-    """video (B, T, H, W, 3) -> dict(recon (B, T, H, W, 3), mean, logvar, z (B, T', H', W', C))."""
+  def __call__(self, video: Array, rng: Array, sample: bool = True,
+               latent_noise: float = 0.0) -> dict[str, Array]:
+    """video (B, T, H, W, 3) -> dict(recon (B, T, H, W, 3), mean, logvar, z (B, T', H', W', C)).
+
+    `latent_noise` > 0 decodes `z + tau * rms(z) * eps` instead of z, with tau
+    drawn per clip from U(0, latent_noise) and rms(z) the batch's latent RMS
+    (no gradient, so the encoder cannot outgrow the noise by scaling up): see
+    `add_latent_noise`. `z` in the output is the latent before that noise.
+    """
     (mean, logvar), _ = self.encode(video)
     z = _sample(mean, logvar, rng) if sample else mean
-    recon, _ = self.decode(z)
+    noisy = add_latent_noise(z, jax.random.fold_in(rng, 1), latent_noise) if latent_noise else z
+    recon, _ = self.decode(noisy)
     return dict(recon=recon, mean=mean, logvar=logvar, z=z)
 
 

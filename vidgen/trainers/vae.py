@@ -1,6 +1,8 @@
 """Stage 1: the causal video VAE as a trainer Task.
 
-Loss per clip, normalised per pixel value:
+Loss per clip, normalised per pixel value, where x' decodes the posterior
+sample (plus noise of up to `vae.loss.latent_noise` times the latents' RMS,
+see `models.vae.add_latent_noise`):
   recon_weight * |x - x'|  (or squared, `vae.loss.recon`) + l2_weight * (x - x')^2
   + kl_weight * KL(q(z|x) || N(0, I)) summed over latent values / pixel values
   + the generator's hinge GAN loss, scaled by `vae.disc.weight` and, when
@@ -60,7 +62,7 @@ def grads(params, batch, rng, step, *, model: vae_lib.VideoVAE, disc, cfg) -> tu
   pixels = np.prod(x.shape[1:])
 
   def vae_losses(vae_params):
-    out = model.apply({"params": vae_params}, x, rng)
+    out = model.apply({"params": vae_params}, x, rng, latent_noise=loss_cfg.latent_noise)
     rec = _recon_loss(x, out["recon"], loss_cfg)
     kl = jnp.mean(vae_lib.kl(out["mean"], out["logvar"])) / pixels
     return rec, kl, out["recon"]
@@ -108,10 +110,18 @@ def grads(params, batch, rng, step, *, model: vae_lib.VideoVAE, disc, cfg) -> tu
       loss=loss, recon=rec, kl=kl, gan=g_loss, gan_weight=weight, disc=hinge)
 
 
-def reconstruct(params, video_uint8, *, model: vae_lib.VideoVAE) -> jax.Array:
-  """uint8 clips -> uint8 reconstructions through the posterior mean."""
+def reconstruct(params, video_uint8, rng=None, *, model: vae_lib.VideoVAE,
+                latent_noise: float = 0.0) -> jax.Array:
+  """uint8 clips -> uint8 reconstructions through the posterior mean.
+
+  `latent_noise` > 0 decodes the mean plus Gaussian noise of that fraction of
+  its RMS (`vae_lib.perturb_latents`, drawn from `rng`): how the decoder reads
+  latents as imprecise as a diffusion model's.
+  """
   x = to_float(video_uint8)
   (mean, _), _ = model.apply({"params": params["vae"]}, x, method=model.encode)
+  if latent_noise:
+    mean = vae_lib.perturb_latents(mean, rng, latent_noise)
   y, _ = model.apply({"params": params["vae"]}, mean, method=model.decode)
   return to_uint8(y)
 
@@ -127,9 +137,10 @@ def evaluate(params, batch, rng, *, model) -> dict:
               count=jnp.asarray(video.shape[0], jnp.float32))
 
 
-def reconstructor(config):
-  """(params, uint8 clips) -> uint8 reconstructions, for the model `config.vae` describes."""
-  return functools.partial(reconstruct, model=vae_lib.vae_from_config(config.vae))
+def reconstructor(config, latent_noise: float = 0.0):
+  """(params, uint8 clips[, rng]) -> uint8 reconstructions, for the model `config.vae` describes."""
+  return functools.partial(reconstruct, model=vae_lib.vae_from_config(config.vae),
+                           latent_noise=latent_noise)
 
 
 def make_task(config) -> loop.Task:
