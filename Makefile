@@ -74,7 +74,7 @@ demo: install
 	@echo "  and $(DEMO_DIR)/dit/pictures/; data contact sheet $(DEMO_DIR)/contact_sheet.png"
 
 test: install-test
-	JAX_PLATFORMS=cpu $(PY) -m pytest -n 2 $(PYTEST_ARGS) tests
+	JAX_PLATFORMS=cpu $(PY) -m pytest -n 2 --durations=25 $(PYTEST_ARGS) tests
 
 bench: install-test
 	JAX_PLATFORMS=cpu $(PY) -m vidgen.bench.data
