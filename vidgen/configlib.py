@@ -286,7 +286,10 @@ def dit_config() -> ConfigDict:
       attention_chunk=0,  # spatial attention in blocks of this many queries (0: off)
       latents="",  # a `prepare --mode=latents` folder; empty: encode with the frozen VAE
       eval_latents="",  # the same for evaluation; empty: encode with the frozen VAE
-      latent_scale=0.0,  # latents are multiplied by this; 0: 1 / std from the latents metadata
+      # The DiT sees (z - shift) * scale: "scalar" one scale 1 / std for all channels
+      # (no shift), "channel" each channel's mean and 1 / std (from the latents metadata).
+      latent_norm="scalar",
+      latent_scale=0.0,  # "scalar": the scale; 0: 1 / std from the latents metadata
   ))
 
 
@@ -547,6 +550,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dit.pos_init": (lambda v: v in ("sincos", "normal"), "must be sincos or normal"),
     "dit.attention_chunk": (_non_negative, "must be >= 0 (0: no query blocks)"),
     "data.shards": (_non_negative, "must be >= 0 (0: one per process)"),
+    "dit.latent_norm": (lambda v: v in ("scalar", "channel"), "must be scalar or channel"),
     "dit.latent_scale": (_non_negative, "must be >= 0 (0: from the latents metadata)"),
     "diffusion.kind": (lambda v: v in ("flow", "ddpm"), "must be flow or ddpm"),
     "diffusion.flow.shift": (_non_negative, "must be >= 0 (0: by token count)"),

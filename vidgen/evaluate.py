@@ -154,7 +154,7 @@ def evaluate_dit(config, directory: str, step: int | None = None, max_batches: i
       break
     prompts = [tokenizer.decode(t) for t in batch["tokens"]]
     tokens, mask = jnp.asarray(batch["tokens"]), jnp.asarray(batch["token_mask"])
-    z = jnp.asarray(batch["mean"]) * params["latent"]["scale"]
+    z = dit.normalize_latents(params, jnp.asarray(batch["mean"]))
     rng = jax.random.key(i)
     videos = {"vae_round_trip": np.asarray(gen.decode(params, z))}
     for t in denoise_times:

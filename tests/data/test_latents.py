@@ -47,3 +47,24 @@ def test_too_few_latents_fail_for_training_and_are_left_out_of_evaluation(tmp_pa
     latents.latent_dataset(str(tmp_path), shapes)
   batches = list(latents.latent_dataset(str(tmp_path), shapes, num_epochs=1, shuffle=False))
   assert [b["key"].tolist() for b in batches] == [[0, 1], [2, 3]]
+
+
+def test_metadata_holds_overall_and_per_channel_moments(tmp_path):
+  rng = np.random.default_rng(0)
+  writer = latents.LatentWriter(str(tmp_path))
+  means = [rng.normal(loc=[0.0, 2.0, -1.0], scale=[1.0, 0.5, 3.0], size=(2, 3, 3, 3))
+           for _ in range(6)]
+  for i, mean in enumerate(means):
+    writer.add({"mean": mean.astype(np.float32), "logvar": np.zeros_like(mean, np.float32),
+                "tokens": np.arange(4, dtype=np.int32), "token_mask": np.ones(4, bool),
+                "key": np.int64(i)})
+  writer.close()
+  # Two shards' statistics combine as one population.
+  half = dict(writer.stats(), count=writer.count)
+  meta = latents.write_metadata(str(tmp_path), {}, [half, half])
+  values = np.stack(means).astype(np.float32).astype(np.float64)
+  flat = values.reshape(-1, 3)
+  np.testing.assert_allclose(meta["channel_mean"], flat.mean(0), rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(meta["channel_std"], flat.std(0), rtol=1e-6)
+  np.testing.assert_allclose(meta["latent_std"], values.std(), rtol=1e-6)
+  assert latents.LatentRecords(str(tmp_path)).metadata["channel_std"] == meta["channel_std"]

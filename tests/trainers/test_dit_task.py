@@ -75,6 +75,44 @@ def test_train_on_cached_latents_writes_samples_and_resumes(trained):
   assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 6
 
 
+def test_latent_normalization_per_channel_or_scalar_from_metadata_or_measured(stage1):
+  from vidgen.trainers import loop  # pylint: disable=g-import-not-at-top
+  from vidgen.trainers import vae as vae_task  # pylint: disable=g-import-not-at-top
+  work, _ = stage1
+  meta = json.loads((work / "latents" / "train" / "metadata.json").read_text())
+  c = len(meta["channel_std"])
+
+  def norm(mode, latents):
+    config = configlib.load(f"{DIT_CONFIG}:smoke,vae={work / 'vae'},latents={latents}")
+    config.unlock()
+    config.data.data_dir, config.data.num_workers = str(work / "data"), 0
+    config.dit.latent_norm = mode
+    config.lock()
+    models = dit_task.Models.from_config(config)
+    _, params, _ = loop.restore_for_inference(config, vae_task.make_task(config), work / "vae")
+    out = {k: np.asarray(v) for k, v in dit_task.latent_normalization(config, models, params)
+           .items()}
+    assert out["shift"].shape == out["scale"].shape == (c,)
+    return out
+
+  channel = norm("channel", work / "latents")
+  np.testing.assert_allclose(channel["shift"], meta["channel_mean"], rtol=1e-6)
+  np.testing.assert_allclose(channel["scale"], 1 / np.asarray(meta["channel_std"]), rtol=1e-6)
+  scalar = norm("scalar", work / "latents")
+  np.testing.assert_array_equal(scalar["shift"], np.zeros(c))
+  np.testing.assert_allclose(scalar["scale"], np.full(c, 1 / meta["latent_std"]), rtol=1e-6)
+  # Without cached latents both are measured on encoded training batches: the
+  # same population, so close to the metadata's figures.
+  measured = norm("channel", "")
+  np.testing.assert_allclose(measured["shift"], meta["channel_mean"], atol=0.5 * min(
+      meta["channel_std"]))
+  np.testing.assert_allclose(measured["scale"], channel["scale"], rtol=0.5)
+  params = {"latent": {k: jnp.asarray(v) for k, v in channel.items()}}
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, c)), jnp.float32)
+  np.testing.assert_allclose(
+      dit_task.denormalize_latents(params, dit_task.normalize_latents(params, z)), z, atol=1e-5)
+
+
 def test_prompts_and_sample_write_videos_records_and_accuracy(trained):
   work, common, spec, _ = trained
   prompts = work / "prompts.txt"
@@ -254,7 +292,7 @@ def test_a_tiny_model_overfits_one_batch():
       "dit": models.dit.init(jax.random.key(0), batch["mean"][:1], jnp.ones((1, 2)), emb,
                              mask[:1])["params"],
       "text": models.text.init(jax.random.key(1), batch["tokens"], mask)["params"]})
-  params["latent"] = {"scale": jnp.ones(())}
+  params["latent"] = {"shift": jnp.zeros(4), "scale": jnp.ones(4)}
   tx = optax.adam(3e-3)
   opt = tx.init(params)
   grads = jax.jit(lambda p: dit_task.grads(p, batch, jax.random.key(5), 0, models=models,

@@ -28,7 +28,8 @@ def model():
   config.lock()
   models = dit_task.Models.from_config(config, vocab_size=32)
   params = meta.unbox(dit_task.init_params(models, LEN, jax.random.key(0)))
-  params["latent"]["scale"] = jnp.asarray(0.5)
+  c = params["latent"]["scale"].shape[0]
+  params["latent"] = {"shift": jnp.linspace(-0.5, 0.5, c), "scale": jnp.full((c,), 0.5)}
   # The DiT's zero-initialised output layers would predict 0 everywhere: move every weight.
   leaves, tree = jax.tree.flatten(params["dit"])
   keys = jax.random.split(jax.random.key(1), len(leaves))

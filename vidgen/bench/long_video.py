@@ -211,7 +211,7 @@ def random_params(s: Setup, seed: int) -> Any:
   """Params shaped like init_params', drawn in numpy (no compile; values do not change speed).
 
   Kernels and tables ~ N(0, 1 / fan-in), vectors ~ 0.1 N(0, 1) (+ 1 for norm
-  scales), scalars 1 (the latent scale).
+  scales, the latent scale among them), scalars 1.
   """
   rng = np.random.default_rng(seed)
 

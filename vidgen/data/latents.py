@@ -53,6 +53,8 @@ class LatentWriter:
     self._sum = 0.0
     self._sq = 0.0
     self._n = 0
+    self._channel_sum = 0.0  # (C,) once a record is added
+    self._channel_sq = 0.0
     self._shapes: list[str] = []
 
   def add(self, record: Mapping[str, Any]) -> None:
@@ -69,12 +71,17 @@ class LatentWriter:
     self._sum += float(mean.sum())
     self._sq += float(np.square(mean).sum())
     self._n += mean.size
+    self._channel_sum = self._channel_sum + mean.reshape(-1, mean.shape[-1]).sum(0)
+    self._channel_sq = self._channel_sq + np.square(mean).reshape(-1, mean.shape[-1]).sum(0)
     self._writer.write(serialization.msgpack_serialize(out))
     self._shapes.append(shape_key(mean.shape[:3]))
     self.count += 1
 
-  def stats(self) -> dict[str, float]:
-    return {"sum": self._sum, "sum_sq": self._sq, "n": self._n}
+  def stats(self) -> dict[str, Any]:
+    """Moments of the posterior means: overall (floats) and per channel ((C,) lists)."""
+    return {"sum": self._sum, "sum_sq": self._sq, "n": self._n,
+            "channel_sum": np.atleast_1d(self._channel_sum).tolist(),
+            "channel_sum_sq": np.atleast_1d(self._channel_sq).tolist()}
 
   def close(self) -> None:
     self._writer.close()
@@ -87,15 +94,25 @@ def shape_key(shape) -> str:
   return "x".join(str(int(n)) for n in shape)
 
 
+def moments(n: float, total, sq) -> tuple[Any, Any]:
+  """(mean, std) from a count and sums of values and squares (floats or arrays alike)."""
+  mean = np.asarray(total, np.float64) / max(float(n), 1.0)
+  std = np.sqrt(np.maximum(np.asarray(sq, np.float64) / max(float(n), 1.0) - mean * mean, 0.0))
+  return mean, std
+
+
 def write_metadata(folder: str, info: Mapping[str, Any], shard_stats: list[dict]) -> dict:
-  """Combines the shards' statistics into metadata.json."""
+  """Combines the shards' statistics into metadata.json: overall and per-channel mean and std."""
   n = sum(s["n"] for s in shard_stats)
-  total = sum(s["sum"] for s in shard_stats)
-  sq = sum(s["sum_sq"] for s in shard_stats)
-  mean = total / max(n, 1)
-  std = float(np.sqrt(max(sq / max(n, 1) - mean * mean, 0.0)))
+  mean, std = moments(n, sum(s["sum"] for s in shard_stats),
+                      sum(s["sum_sq"] for s in shard_stats))
+  channels = len(shard_stats[0]["channel_sum"])
+  cmean, cstd = moments(n / max(channels, 1),
+                        sum(np.asarray(s["channel_sum"]) for s in shard_stats),
+                        sum(np.asarray(s["channel_sum_sq"]) for s in shard_stats))
   meta = dict(info, records=[int(s["count"]) for s in shard_stats],
-              latent_mean=mean, latent_std=std)
+              latent_mean=float(mean), latent_std=float(std),
+              channel_mean=cmean.tolist(), channel_std=cstd.tolist())
   with open(os.path.join(folder, METADATA), "w") as f:
     json.dump(meta, f, indent=2)
   return meta

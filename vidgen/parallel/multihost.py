@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -51,11 +52,14 @@ def host_rows(array: jax.Array) -> np.ndarray:
   return np.concatenate([rows[k] for k in sorted(rows)])
 
 
-def sum_over_processes(values: Mapping[str, float]) -> dict[str, float]:
-  """Sums a dict of floats over all processes (every process gets the sums)."""
+def sum_over_processes(values: Mapping[str, Any]) -> dict[str, Any]:
+  """Sums a dict of floats or numpy arrays over all processes (every process gets the sums,
+  each of its value's shape)."""
   if jax.process_count() == 1:
     return dict(values)
   keys = sorted(values)
-  local = np.array([values[k] for k in keys], np.float64)
-  gathered = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, len(keys))
-  return dict(zip(keys, gathered.sum(0).tolist()))
+  shapes = [np.shape(values[k]) for k in keys]
+  local = np.concatenate([np.ravel(np.asarray(values[k], np.float64)) for k in keys])
+  total = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, local.size).sum(0)
+  parts = np.split(total, np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1])
+  return {k: (float(p[0]) if sh == () else p.reshape(sh)) for k, sh, p in zip(keys, shapes, parts)}

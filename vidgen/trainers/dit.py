@@ -4,8 +4,11 @@ Parameters, one tree (so a checkpoint holds everything sampling needs):
   dit     the Video DiT (trained)
   text    the text encoder (trained, or frozen by `text.encoder.trainable`)
   vae     the stage-1 VAE (frozen; loaded from `vae.checkpoint` on a fresh start)
-  latent  {"scale": ()} latents are multiplied by it (frozen; `dit.latent_scale`,
-          else 1 / std of the cached latents, else measured on training batches)
+  latent  {"shift": (C,), "scale": (C,)}: the DiT sees (z - shift) * scale (frozen;
+          `dit.latent_norm`: "scalar" one 1 / std for every channel and no shift,
+          "channel" each channel's mean and 1 / std; `dit.latent_scale` fixes a
+          scalar scale; from the cached latents' metadata, else measured on
+          training batches)
 
 A step: latents (cached posterior mean and log-variance, or encoded on the
 fly by the frozen VAE) -> a posterior sample times the scale -> for clips
@@ -98,7 +101,19 @@ def _latents(models: Models, params, batch, rng) -> jax.Array:
     (mean, logvar), _ = vae.apply({"params": params["vae"]}, to_float(batch["video"]),
                                   method=vae.encode)
   z = vae_lib.sample(mean.astype(jnp.float32), logvar.astype(jnp.float32), rng)
-  return jax.lax.stop_gradient(z * params["latent"]["scale"])
+  return jax.lax.stop_gradient(normalize_latents(params, z))
+
+
+def normalize_latents(params, z: jax.Array) -> jax.Array:
+  """VAE latents (..., C) -> the DiT's: (z - shift) * scale, per channel."""
+  lat = params["latent"]
+  return (z - lat["shift"]) * lat["scale"]
+
+
+def denormalize_latents(params, z: jax.Array) -> jax.Array:
+  """The DiT's latents (..., C) -> the VAE's: z / scale + shift."""
+  lat = params["latent"]
+  return z / lat["scale"] + lat["shift"]
 
 
 def _conditioning(models: Models, cfg, z, rng):
@@ -249,13 +264,14 @@ class Generator:
     """uint8 videos (B, T, H, W, 3) -> scaled posterior means (B, T', H', W', C)."""
     vae = self.models.vae
     (mean, _), _ = vae.apply({"params": params["vae"]}, to_float(video), method=vae.encode)
-    return mean * params["latent"]["scale"]
+    return normalize_latents(params, mean)
 
   @functools.partial(jax.jit, static_argnums=(0,))
   def decode(self, params, z):
     """Scaled latents -> uint8 videos (B, T, H, W, 3)."""
     vae = self.models.vae
-    y, _ = vae.apply({"params": params["vae"]}, z / params["latent"]["scale"], method=vae.decode)
+    y, _ = vae.apply({"params": params["vae"]}, denormalize_latents(params, z),
+                   method=vae.decode)
     return to_uint8(y)
 
   def decode_video(self, params, z) -> np.ndarray:
@@ -263,8 +279,8 @@ class Generator:
     chunk = self.window or z.shape[1]
     if z.shape[1] <= chunk:
       return np.asarray(self.decode(params, z))
-    y = vae_lib.decode_chunked(self.models.vae, params["vae"], z / params["latent"]["scale"],
-                               chunk)
+    y = vae_lib.decode_chunked(self.models.vae, params["vae"],
+                               denormalize_latents(params, z), chunk)
     return np.asarray(to_uint8(y))
 
   def plan(self, latent_frames: int, known: np.ndarray | None = None) -> long_video.Plan:
@@ -400,7 +416,7 @@ class Generator:
       return self.encode(params, jnp.asarray(video))
     mean, _ = vae_lib.encode_chunked(self.models.vae, params["vae"], to_float(jnp.asarray(video)),
                                      self.window)
-    return mean * params["latent"]["scale"]
+    return normalize_latents(params, mean)
 
 
 # ---------------------------------------------------------------------------
@@ -443,25 +459,42 @@ def data_factory(config, models: Models):
   return make
 
 
-def _latent_std(config, models: Models, params) -> float:
-  """1 / scale: from the cached latents' metadata, else measured on a few training batches."""
+def latent_normalization(config, models: Models, params) -> dict[str, jax.Array]:
+  """params["latent"], {"shift": (C,), "scale": (C,)}, from `dit.latent_norm` and the moments
+  of the posterior means: the cached latents' metadata, else a few encoded training batches."""
+  mode = config.dit.get("latent_norm", "scalar")
+  channels = int(models.dit.channels)
+  if mode == "scalar" and config.dit.latent_scale:  # fixed by the config: nothing to measure
+    return {"shift": jnp.zeros((channels,), jnp.float32),
+            "scale": jnp.full((channels,), float(config.dit.latent_scale), jnp.float32)}
+  meta = {}
   if uses_cached_latents(config):
     meta = latents_lib.LatentRecords(config.dit.latents).metadata
-    if meta.get("latent_std"):
-      return float(meta["latent_std"])
-  # Each host encodes batches of its own data shards; the moments are summed
-  # over hosts, so every host gets the same scale.
-  data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0,
-                                           process_index=jax.process_index(),
-                                           process_count=jax.process_count()))
-  vae = models.vae
-  encode = jax.jit(lambda p, v: vae.apply({"params": p}, to_float(v), method=vae.encode)[0][0])
-  means = np.concatenate([np.asarray(encode(params["vae"], next(data)["video"]), np.float64).ravel()
-                          for _ in range(4)])
-  moments = multihost.sum_over_processes(
-      {"n": float(means.size), "sum": float(means.sum()), "sq": float(np.square(means).sum())})
-  mean = moments["sum"] / moments["n"]
-  return float(np.sqrt(max(moments["sq"] / moments["n"] - mean * mean, 0.0)))
+  key = "latent_std" if mode == "scalar" else "channel_std"
+  if meta.get(key):
+    mean, std = meta.get("channel_mean"), meta[key]
+  else:
+    # Each host encodes batches of its own data shards; the moments are summed
+    # over hosts, so every host gets the same normalization.
+    data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count()))
+    vae = models.vae
+    encode = jax.jit(lambda p, v: vae.apply({"params": p}, to_float(v), method=vae.encode)[0][0])
+    means = np.concatenate([
+        np.asarray(encode(params["vae"], next(data)["video"]), np.float64).reshape(-1, channels)
+        for _ in range(4)])
+    sums = multihost.sum_over_processes(
+        {"n": float(means.shape[0]), "sum": means.sum(0), "sq": np.square(means).sum(0)})
+    mean, std = latents_lib.moments(sums["n"], sums["sum"], sums["sq"])
+    if mode == "scalar":  # every channel's values as one population
+      _, std = latents_lib.moments(sums["n"] * channels, np.sum(sums["sum"]), np.sum(sums["sq"]))
+  std = np.maximum(np.broadcast_to(np.asarray(std, np.float64), (channels,)), 1e-6)
+  if mode == "scalar":
+    shift, scale = np.zeros(channels), np.full(channels, 1.0 / float(std[0]))
+  else:
+    shift, scale = np.asarray(mean, np.float64), 1.0 / std
+  return {"shift": jnp.asarray(shift, jnp.float32), "scale": jnp.asarray(scale, jnp.float32)}
 
 
 def init_params(models: Models, max_len: int, rng) -> dict[str, Any]:
@@ -477,7 +510,8 @@ def init_params(models: Models, max_len: int, rng) -> dict[str, Any]:
       "dit": models.dit.init(r_dit, z, jnp.ones((1, pt)), emb, mask)["params"],
       "text": models.text.init(r_text, tokens, mask)["params"],
       "vae": models.vae.init(r_vae, jnp.zeros((1, 1 + tf, sf, sf, 3)), r_vae)["params"],
-      "latent": {"scale": jnp.ones((), jnp.float32)},
+      "latent": {"shift": jnp.zeros((models.dit.channels,), jnp.float32),
+                 "scale": jnp.ones((models.dit.channels,), jnp.float32)},
   }
 
 
@@ -504,10 +538,11 @@ def make_task(config, for_inference: bool = False, vocab_size: int | None = None
     _, vae_params, vae_step = loop.restore_for_inference(config, vae_task.make_task(config),
                                                          config.vae.checkpoint)
     params = dict(params, vae=vae_params["vae"])
-    scale = float(config.dit.latent_scale) or 1.0 / max(_latent_std(config, models, params), 1e-6)
-    logging.info("stage 2: VAE of step %d from %s; latent scale %.4f", vae_step,
-                 config.vae.checkpoint, scale)
-    params["latent"] = {"scale": jnp.asarray(scale, jnp.float32)}
+    params["latent"] = latent_normalization(config, models, params)
+    logging.info("stage 2: VAE of step %d from %s; latents normalized per %s: shift %s, scale %s",
+                 vae_step, config.vae.checkpoint, config.dit.get("latent_norm", "scalar"),
+                 np.round(np.asarray(params["latent"]["shift"]), 3),
+                 np.round(np.asarray(params["latent"]["scale"]), 3))
     if config.text.encoder.checkpoint:
       _, warm, _ = loop.restore_for_inference(config, dataclasses.replace(task, pretrained=None),
                                               config.text.encoder.checkpoint)
@@ -522,8 +557,8 @@ def make_task(config, for_inference: bool = False, vocab_size: int | None = None
     if "video" in batch:
       reference = np.asarray(batch["video"][:n])
     else:
-      reference = np.asarray(generator.decode(params, jnp.asarray(batch["mean"][:n])
-                                              * params["latent"]["scale"]))
+      reference = np.asarray(generator.decode(
+          params, normalize_latents(params, jnp.asarray(batch["mean"][:n]))))
     shape = reference.shape[1:4]
     videos = generator.generate(params, tokens, tmask, shape, rng)
     return {"samples": eval_metrics.side_by_side(reference, videos), "sample_video": videos[0]}
