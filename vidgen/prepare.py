@@ -189,17 +189,7 @@ def encode_latents(config, split: str, out: str, vae_dir: str, num: int | None) 
   stats = dict(writer.stats(), count=writer.count)
   logging.info("encoded %d clips of %r in %.1fs into %s", writer.count, split,
                time.time() - start, writer.path)
-  keys = sorted(stats)
-  if count > 1:  # every value flattened into one float32 row per process, split back
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    sizes = [np.size(stats[k]) for k in keys]
-    row = np.concatenate([np.atleast_1d(np.asarray(stats[k], np.float32)) for k in keys])
-    gathered = np.asarray(multihost_utils.process_allgather(row)).reshape(count, -1)
-    shard_stats = [{k: (v.tolist() if isinstance(stats[k], list) else float(v[0]))
-                    for k, v in zip(keys, np.split(r, np.cumsum(sizes)[:-1]))}
-                   for r in gathered]
-  else:
-    shard_stats = [stats]
+  shard_stats = multihost.gather_over_processes(stats)
   info = {"vae": os.path.abspath(vae_dir), "vae_step": int(step), "split": split,
           "time_factor": vae_lib.time_factor(model), "space_factor": vae_lib.space_factor(model),
           "latent_channels": int(config.vae.latent_channels), "source": config.data.source}

@@ -50,9 +50,7 @@ class LatentWriter:
     self._writer = array_record_module.ArrayRecordWriter(self.path, "group_size:1")
     self._dtype = np.dtype(dtype)
     self.count = 0
-    self._sum = 0.0
-    self._sq = 0.0
-    self._n = 0
+    self._n = 0  # values per channel
     self._channel_sum = 0.0  # (C,) once a record is added
     self._channel_sq = 0.0
     self._shapes: list[str] = []
@@ -68,20 +66,18 @@ class LatentWriter:
         v = np.asarray(v)
       out[k] = v
     mean = np.asarray(record["mean"], np.float64)
-    self._sum += float(mean.sum())
-    self._sq += float(np.square(mean).sum())
-    self._n += mean.size
-    self._channel_sum = self._channel_sum + mean.reshape(-1, mean.shape[-1]).sum(0)
-    self._channel_sq = self._channel_sq + np.square(mean).reshape(-1, mean.shape[-1]).sum(0)
+    flat = mean.reshape(-1, mean.shape[-1]).astype(np.float64)
+    self._n += flat.shape[0]
+    self._channel_sum = self._channel_sum + flat.sum(0)
+    self._channel_sq = self._channel_sq + np.square(flat).sum(0)
     self._writer.write(serialization.msgpack_serialize(out))
     self._shapes.append(shape_key(mean.shape[:3]))
     self.count += 1
 
   def stats(self) -> dict[str, Any]:
-    """Moments of the posterior means: overall (floats) and per channel ((C,) lists)."""
-    return {"sum": self._sum, "sum_sq": self._sq, "n": self._n,
-            "channel_sum": np.atleast_1d(self._channel_sum).tolist(),
-            "channel_sum_sq": np.atleast_1d(self._channel_sq).tolist()}
+    """Sums of the posterior means and their squares per channel ((C,)), and values per channel."""
+    return {"n": self._n, "channel_sum": np.atleast_1d(self._channel_sum),
+            "channel_sum_sq": np.atleast_1d(self._channel_sq)}
 
   def close(self) -> None:
     self._writer.close()
@@ -103,13 +99,11 @@ def moments(n: float, total, sq) -> tuple[Any, Any]:
 
 def write_metadata(folder: str, info: Mapping[str, Any], shard_stats: list[dict]) -> dict:
   """Combines the shards' statistics into metadata.json: overall and per-channel mean and std."""
-  n = sum(s["n"] for s in shard_stats)
-  mean, std = moments(n, sum(s["sum"] for s in shard_stats),
-                      sum(s["sum_sq"] for s in shard_stats))
-  channels = len(shard_stats[0]["channel_sum"])
-  cmean, cstd = moments(n / max(channels, 1),
-                        sum(np.asarray(s["channel_sum"]) for s in shard_stats),
-                        sum(np.asarray(s["channel_sum_sq"]) for s in shard_stats))
+  n = sum(s["n"] for s in shard_stats)  # values per channel
+  total = sum(np.asarray(s["channel_sum"], np.float64) for s in shard_stats)
+  sq = sum(np.asarray(s["channel_sum_sq"], np.float64) for s in shard_stats)
+  cmean, cstd = moments(n, total, sq)
+  mean, std = moments(n * len(total), total.sum(), sq.sum())  # every channel as one population
   meta = dict(info, records=[int(s["count"]) for s in shard_stats],
               latent_mean=float(mean), latent_std=float(std),
               channel_mean=cmean.tolist(), channel_std=cstd.tolist())

@@ -52,14 +52,21 @@ def host_rows(array: jax.Array) -> np.ndarray:
   return np.concatenate([rows[k] for k in sorted(rows)])
 
 
-def sum_over_processes(values: Mapping[str, Any]) -> dict[str, Any]:
-  """Sums a dict of floats or numpy arrays over all processes (every process gets the sums,
-  each of its value's shape)."""
+def gather_over_processes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """Every process's dict of floats or numpy arrays, in process order (each value keeps its
+  shape; one allgather of all values as a single float row, float32 unless x64 is on)."""
   if jax.process_count() == 1:
-    return dict(values)
+    return [dict(values)]
   keys = sorted(values)
   shapes = [np.shape(values[k]) for k in keys]
   local = np.concatenate([np.ravel(np.asarray(values[k], np.float64)) for k in keys])
-  total = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, local.size).sum(0)
-  parts = np.split(total, np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1])
-  return {k: (float(p[0]) if sh == () else p.reshape(sh)) for k, sh, p in zip(keys, shapes, parts)}
+  rows = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, local.size)
+  cuts = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
+  return [{k: (float(p[0]) if sh == () else p.reshape(sh))
+           for k, sh, p in zip(keys, shapes, np.split(row, cuts))} for row in rows]
+
+
+def sum_over_processes(values: Mapping[str, Any]) -> dict[str, Any]:
+  """Sums a dict of floats or numpy arrays over all processes (every process gets the sums)."""
+  gathered = gather_over_processes(values)
+  return {k: sum(g[k] for g in gathered) for k in values}
