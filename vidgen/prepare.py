@@ -151,19 +151,14 @@ def encode_latents(config, split: str, out: str, vae_dir: str, num: int | None) 
   import jax  # pylint: disable=g-import-not-at-top
   from vidgen.data import latents  # pylint: disable=g-import-not-at-top
   from vidgen.models import vae as vae_lib  # pylint: disable=g-import-not-at-top
-  from vidgen.parallel import mesh as mesh_lib, multihost  # pylint: disable=g-import-not-at-top
+  from vidgen.parallel import multihost  # pylint: disable=g-import-not-at-top
   from vidgen.trainers import loop, vae  # pylint: disable=g-import-not-at-top
 
   index, count = jax.process_index(), jax.process_count()
   task = vae.make_task(config)
   s, params, step = loop.restore_for_inference(config, task, vae_dir)
   model = vae_lib.vae_from_config(config.vae)
-
-  def encode(p, video):
-    (mean, logvar), _ = model.apply({"params": p["vae"]}, vae.to_float(video), method=model.encode)
-    return mean, logvar
-
-  encode = jax.jit(encode)
+  encode = vae.host_encoder(s, model)
   pipeline.ensure_tokenizer(config)
   data = pipeline.dataset_from_config(config, split, train=False, num_workers=0,
                                       process_index=index, process_count=count)
@@ -171,9 +166,7 @@ def encode_latents(config, split: str, out: str, vae_dir: str, num: int | None) 
   limit = None if num is None else -(-num // count)  # this process's share
   start = time.time()
   for local in data:
-    with mesh_lib.activate(s.mesh, s.rules):
-      batch = multihost.global_batch(local, s.mesh, s.rules, ("video",))
-      mean, logvar = (multihost.host_rows(x) for x in encode(params, batch["video"]))
+    mean, logvar = encode(params, local["video"])
     for i in range(len(mean)):
       if limit is not None and writer.count >= limit:
         break

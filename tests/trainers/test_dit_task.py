@@ -89,9 +89,10 @@ def test_latent_normalization_per_channel_or_scalar_from_metadata_or_measured(st
     config.dit.latent_norm = mode
     config.lock()
     models = dit_task.Models.from_config(config)
-    _, params, _ = loop.restore_for_inference(config, vae_task.make_task(config), work / "vae")
-    out = {k: np.asarray(v) for k, v in dit_task.latent_normalization(config, models, params)
-           .items()}
+    setup, params, _ = loop.restore_for_inference(config, vae_task.make_task(config),
+                                                  work / "vae")
+    out = {k: np.asarray(v)
+           for k, v in dit_task.latent_normalization(config, models, params, setup).items()}
     assert out["shift"].shape == out["scale"].shape == (c,)
     return out
 
@@ -111,6 +112,57 @@ def test_latent_normalization_per_channel_or_scalar_from_metadata_or_measured(st
   z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, c)), jnp.float32)
   np.testing.assert_allclose(
       dit_task.denormalize_latents(params, dit_task.normalize_latents(params, z)), z, atol=1e-5)
+
+
+def test_two_processes_encode_the_same_latents_and_moments_as_one(stage1):
+  """Each host writes its shard; process 0's metadata combines every host's moments."""
+  work, common = stage1
+  out = work / "latents_two_hosts"
+  result = subprocess.run(
+      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
+       sys.executable, "-m", "vidgen.prepare", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'}",
+       "--mode=latents", "--split=train", "--num=24", f"--out={out}", *common],
+      cwd=work, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  from vidgen.data import latents as latents_lib  # pylint: disable=g-import-not-at-top
+  one, two = (latents_lib.LatentRecords(str(p)) for p in (work / "latents" / "train", out))
+  assert two.metadata["records"] == [12, 12] and one.metadata["records"] == [24]
+  # Which clips, at which bucket's size, fill the first batches depends on the
+  # hosts' streams, but a clip both runs encoded at one size has the same
+  # latents (the encode sharded over 4 devices of 2 hosts = one device).
+  def clip(r):
+    return int(r["key"]), int(r["frames"]), int(r["height"]), int(r["width"])
+
+  by_clip = {clip(one[i]): one[i]["mean"] for i in range(len(one))}
+  means = [two[i]["mean"] for i in range(len(two))]
+  shared = [(m, by_clip[clip(two[i])]) for i, m in enumerate(means) if clip(two[i]) in by_clip]
+  assert len({clip(two[i]) for i in range(len(two))}) == 24 and len(shared) >= 8, len(shared)
+  for got, want in shared:
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  # Process 0's moments are those of both hosts' records together.
+  flat = np.concatenate([m.reshape(-1, m.shape[-1]) for m in means]).astype(np.float64)
+  np.testing.assert_allclose(two.metadata["channel_mean"], flat.mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(two.metadata["channel_std"], flat.std(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(two.metadata["latent_std"], flat.std(), rtol=1e-5)
+
+
+def test_two_processes_measure_one_latent_normalization_when_encoding_on_the_fly(stage1):
+  work, common = stage1
+  workdir = work / "dit_two_hosts_on_the_fly"
+  result = subprocess.run(
+      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
+       sys.executable, "-m", "vidgen.train", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'},steps=1",
+       f"--workdir={workdir}", "--config.dit.latent_norm=channel", "--config.train.picture_every=0",
+       "--config.train.eval_every=0", *common],
+      cwd=work, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  lines = [[x.split("latents normalized per ")[1] for x in
+            (workdir / "logs" / f"log-process{i}.txt").read_text().splitlines()
+            if "latents normalized per " in x] for i in range(2)]
+  assert len(lines[0]) == 1 and lines[0] == lines[1], lines
+  assert lines[0][0].startswith("channel: shift [")
 
 
 def test_prompts_and_sample_write_videos_records_and_accuracy(trained):

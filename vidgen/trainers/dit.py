@@ -47,6 +47,7 @@ from vidgen.parallel import rules as rules_lib
 from vidgen.text import encoder as encoder_lib
 from vidgen.text import tokenizer as tokenizer_lib
 from vidgen.trainers import loop
+from vidgen.trainers import vae as vae_task
 from vidgen.trainers.vae import to_float, to_uint8
 
 LATENT_KEYS = ("mean", "logvar", "tokens", "token_mask")
@@ -459,9 +460,13 @@ def data_factory(config, models: Models):
   return make
 
 
-def latent_normalization(config, models: Models, params) -> dict[str, jax.Array]:
+def latent_normalization(config, models: Models, params, vae_setup: loop.Setup | None = None
+                         ) -> dict[str, jax.Array]:
   """params["latent"], {"shift": (C,), "scale": (C,)}, from `dit.latent_norm` and the moments
-  of the posterior means: the cached latents' metadata, else a few encoded training batches."""
+  of the posterior means: the cached latents' metadata, else a few encoded training batches.
+
+  `vae_setup`: the mesh the VAE params were restored onto (`loop.restore_for_inference`),
+  which encoding on the fly needs (every host then encodes its own batches)."""
   mode = config.dit.get("latent_norm", "scalar")
   channels = int(models.dit.channels)
   if mode == "scalar" and config.dit.latent_scale:  # fixed by the config: nothing to measure
@@ -476,13 +481,14 @@ def latent_normalization(config, models: Models, params) -> dict[str, jax.Array]
   else:
     # Each host encodes batches of its own data shards; the moments are summed
     # over hosts, so every host gets the same normalization.
+    if vae_setup is None:
+      raise ValueError("measuring the latent moments needs the VAE's setup (vae_setup)")
     data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0,
                                              process_index=jax.process_index(),
                                              process_count=jax.process_count()))
-    vae = models.vae
-    encode = jax.jit(lambda p, v: vae.apply({"params": p}, to_float(v), method=vae.encode)[0][0])
+    encode = vae_task.host_encoder(vae_setup, models.vae)
     means = np.concatenate([
-        np.asarray(encode(params["vae"], next(data)["video"]), np.float64).reshape(-1, channels)
+        encode(params, next(data)["video"])[0].astype(np.float64).reshape(-1, channels)
         for _ in range(4)])
     sums = multihost.sum_over_processes(
         {"n": float(means.shape[0]), "sum": means.sum(0), "sq": np.square(means).sum(0)})
@@ -534,11 +540,10 @@ def make_task(config, for_inference: bool = False, vocab_size: int | None = None
   init = functools.partial(init_params, models, int(config.text.max_len))
 
   def pretrained(params):
-    from vidgen.trainers import vae as vae_task  # pylint: disable=g-import-not-at-top
-    _, vae_params, vae_step = loop.restore_for_inference(config, vae_task.make_task(config),
-                                                         config.vae.checkpoint)
+    vae_setup, vae_params, vae_step = loop.restore_for_inference(
+        config, vae_task.make_task(config), config.vae.checkpoint)
     params = dict(params, vae=vae_params["vae"])
-    params["latent"] = latent_normalization(config, models, params)
+    params["latent"] = latent_normalization(config, models, params, vae_setup)
     logging.info("stage 2: VAE of step %d from %s; latents normalized per %s: shift %s, scale %s",
                  vae_step, config.vae.checkpoint, config.dit.get("latent_norm", "scalar"),
                  np.round(np.asarray(params["latent"]["shift"]), 3),

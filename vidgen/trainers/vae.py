@@ -23,6 +23,8 @@ import numpy as np
 
 from vidgen.eval import metrics as eval_metrics
 from vidgen.models import vae as vae_lib
+from vidgen.parallel import mesh as mesh_lib
+from vidgen.parallel import multihost
 from vidgen.parallel import rules as rules_lib
 from vidgen.trainers import loop
 
@@ -141,6 +143,27 @@ def reconstructor(config, latent_noise: float = 0.0):
   """(params, uint8 clips[, rng]) -> uint8 reconstructions, for the model `config.vae` describes."""
   return functools.partial(reconstruct, model=vae_lib.vae_from_config(config.vae),
                            latent_noise=latent_noise)
+
+
+def host_encoder(setup: loop.Setup, model: vae_lib.VideoVAE):
+  """(params, this host's uint8 clips) -> this host's (mean, logvar) posteriors as numpy.
+
+  Works on one host or many: every host passes its own rows, the batch is
+  sharded over the setup's mesh (params as restored onto it), and each host
+  gets its own rows back. Every host must call it the same number of times.
+  """
+  @jax.jit
+  def encode(p, video):
+    (mean, logvar), _ = model.apply({"params": p["vae"]}, to_float(video), method=model.encode)
+    return mean, logvar
+
+  def run(params, video) -> tuple[np.ndarray, np.ndarray]:
+    with mesh_lib.activate(setup.mesh, setup.rules):
+      batch = multihost.global_batch({"video": video}, setup.mesh, setup.rules)
+      mean, logvar = encode(params, batch["video"])
+      return multihost.host_rows(mean), multihost.host_rows(logvar)
+
+  return run
 
 
 def make_task(config) -> loop.Task:
