@@ -33,6 +33,16 @@ def _run(*args, cwd, env=None, timeout=600):
                         text=True, timeout=timeout)
 
 
+def _two_hosts(*args, cwd):
+  """`python *args` as 2 local processes of 2 simulated devices each (launch/local.sh)."""
+  result = subprocess.run(
+      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
+       sys.executable, *args], cwd=cwd, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  return result
+
+
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
   """A smoke VAE (2 steps) and cached latents of its train and test splits."""
@@ -118,13 +128,8 @@ def test_two_processes_encode_the_same_latents_and_moments_as_one(stage1):
   """Each host writes its shard; process 0's metadata combines every host's moments."""
   work, common = stage1
   out = work / "latents_two_hosts"
-  result = subprocess.run(
-      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
-       sys.executable, "-m", "vidgen.prepare", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'}",
-       "--mode=latents", "--split=train", "--num=24", f"--out={out}", *common],
-      cwd=work, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-      timeout=600)
-  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  _two_hosts("-m", "vidgen.prepare", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'}",
+             "--mode=latents", "--split=train", "--num=24", f"--out={out}", *common, cwd=work)
   from vidgen.data import latents as latents_lib  # pylint: disable=g-import-not-at-top
   one, two = (latents_lib.LatentRecords(str(p)) for p in (work / "latents" / "train", out))
   assert two.metadata["records"] == [12, 12] and one.metadata["records"] == [24]
@@ -150,14 +155,9 @@ def test_two_processes_encode_the_same_latents_and_moments_as_one(stage1):
 def test_two_processes_measure_one_latent_normalization_when_encoding_on_the_fly(stage1):
   work, common = stage1
   workdir = work / "dit_two_hosts_on_the_fly"
-  result = subprocess.run(
-      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
-       sys.executable, "-m", "vidgen.train", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'},steps=1",
-       f"--workdir={workdir}", "--config.dit.latent_norm=channel", "--config.train.picture_every=0",
-       "--config.train.eval_every=0", *common],
-      cwd=work, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-      timeout=600)
-  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  _two_hosts("-m", "vidgen.train", f"--config={DIT_CONFIG}:smoke,vae={work / 'vae'},steps=1",
+             f"--workdir={workdir}", "--config.dit.latent_norm=channel",
+             "--config.train.picture_every=0", "--config.train.eval_every=0", *common, cwd=work)
   lines = [[x.split("latents normalized per ")[1] for x in
             (workdir / "logs" / f"log-process{i}.txt").read_text().splitlines()
             if "latents normalized per " in x] for i in range(2)]
@@ -238,14 +238,9 @@ def test_two_processes_split_the_prompts_and_process_0_writes_the_index(trained)
   prompts.write_text("\n".join(f"a small {c} circle moving up"
                                for c in ("red", "green", "blue", "yellow", "cyan")) + "\n")
   out = work / "two_hosts"
-  result = subprocess.run(
-      ["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "--devices_per_process", "2",
-       sys.executable, "-m", "vidgen.sample", spec, f"--workdir={work / 'dit'}",
-       f"--prompts={prompts}", f"--out={out}", "--frames=5", "--height=32", "--width=32",
-       "--batch=1", "--seed=10", *common],
-      cwd=work, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-      timeout=600)
-  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  _two_hosts("-m", "vidgen.sample", spec, f"--workdir={work / 'dit'}", f"--prompts={prompts}",
+             f"--out={out}", "--frames=5", "--height=32", "--width=32", "--batch=1", "--seed=10",
+             *common, cwd=work)
   records = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
   assert [r["seed"] for r in records] == [10, 11, 12, 13, 14]
   assert [r["prompt"].split()[2] for r in records] == ["red", "green", "blue", "yellow", "cyan"]
