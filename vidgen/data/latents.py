@@ -24,7 +24,7 @@ import glob
 import itertools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -66,10 +66,10 @@ class LatentWriter:
         v = np.asarray(v)
       out[k] = v
     mean = np.asarray(record["mean"], np.float64)
-    flat = mean.reshape(-1, mean.shape[-1]).astype(np.float64)
-    self._n += flat.shape[0]
-    self._channel_sum = self._channel_sum + flat.sum(0)
-    self._channel_sq = self._channel_sq + np.square(flat).sum(0)
+    sums = channel_sums(mean)
+    self._n += sums["n"]
+    self._channel_sum = self._channel_sum + sums["channel_sum"]
+    self._channel_sq = self._channel_sq + sums["channel_sum_sq"]
     self._writer.write(serialization.msgpack_serialize(out))
     self._shapes.append(shape_key(mean.shape[:3]))
     self.count += 1
@@ -97,16 +97,28 @@ def moments(n: float, total, sq) -> tuple[Any, Any]:
   return mean, std
 
 
-def write_metadata(folder: str, info: Mapping[str, Any], shard_stats: list[dict]) -> dict:
-  """Combines the shards' statistics into metadata.json: overall and per-channel mean and std."""
+def channel_sums(values) -> dict[str, Any]:
+  """(..., C) values -> {"n": values per channel, "channel_sum", "channel_sum_sq": (C,)}."""
+  flat = np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1])
+  return {"n": flat.shape[0], "channel_sum": flat.sum(0), "channel_sum_sq": np.square(flat).sum(0)}
+
+
+def combine_moments(shard_stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """`channel_sums` of several shards -> overall (every channel as one population) and
+  per-channel mean and std: {latent_mean, latent_std, channel_mean, channel_std}."""
   n = sum(s["n"] for s in shard_stats)  # values per channel
   total = sum(np.asarray(s["channel_sum"], np.float64) for s in shard_stats)
   sq = sum(np.asarray(s["channel_sum_sq"], np.float64) for s in shard_stats)
   cmean, cstd = moments(n, total, sq)
-  mean, std = moments(n * len(total), total.sum(), sq.sum())  # every channel as one population
-  meta = dict(info, records=[int(s["count"]) for s in shard_stats],
-              latent_mean=float(mean), latent_std=float(std),
+  mean, std = moments(n * len(total), total.sum(), sq.sum())
+  return dict(latent_mean=float(mean), latent_std=float(std),
               channel_mean=cmean.tolist(), channel_std=cstd.tolist())
+
+
+def write_metadata(folder: str, info: Mapping[str, Any], shard_stats: list[dict]) -> dict:
+  """Combines the shards' statistics into metadata.json: overall and per-channel mean and std."""
+  meta = dict(info, records=[int(s["count"]) for s in shard_stats],
+              **combine_moments(shard_stats))
   with open(os.path.join(folder, METADATA), "w") as f:
     json.dump(meta, f, indent=2)
   return meta

@@ -460,41 +460,34 @@ def data_factory(config, models: Models):
   return make
 
 
-def latent_normalization(config, models: Models, params, vae_setup: loop.Setup | None = None
+def latent_normalization(config, models: Models, params, vae_setup: loop.Setup
                          ) -> dict[str, jax.Array]:
   """params["latent"], {"shift": (C,), "scale": (C,)}, from `dit.latent_norm` and the moments
   of the posterior means: the cached latents' metadata, else a few encoded training batches.
 
   `vae_setup`: the mesh the VAE params were restored onto (`loop.restore_for_inference`),
-  which encoding on the fly needs (every host then encodes its own batches)."""
+  on which every host encodes its own batches when the moments are measured."""
   mode = config.dit.get("latent_norm", "scalar")
   channels = int(models.dit.channels)
   if mode == "scalar" and config.dit.latent_scale:  # fixed by the config: nothing to measure
     return {"shift": jnp.zeros((channels,), jnp.float32),
             "scale": jnp.full((channels,), float(config.dit.latent_scale), jnp.float32)}
+  key = "latent_std" if mode == "scalar" else "channel_std"
   meta = {}
   if uses_cached_latents(config):
     meta = latents_lib.LatentRecords(config.dit.latents).metadata
-  key = "latent_std" if mode == "scalar" else "channel_std"
-  if meta.get(key):
-    mean, std = meta.get("channel_mean"), meta[key]
-  else:
-    # Each host encodes batches of its own data shards; the moments are summed
-    # over hosts, so every host gets the same normalization.
-    if vae_setup is None:
-      raise ValueError("measuring the latent moments needs the VAE's setup (vae_setup)")
+  if not meta.get(key):
+    # Each host encodes batches of its own data shards; the sums are combined
+    # over hosts (as prepare's metadata are), so every host normalises alike.
     data = iter(pipeline.dataset_from_config(config, train=True, num_workers=0,
                                              process_index=jax.process_index(),
                                              process_count=jax.process_count()))
     encode = vae_task.host_encoder(vae_setup, models.vae)
-    means = np.concatenate([
-        encode(params, next(data)["video"])[0].astype(np.float64).reshape(-1, channels)
-        for _ in range(4)])
-    sums = multihost.sum_over_processes(
-        {"n": float(means.shape[0]), "sum": means.sum(0), "sq": np.square(means).sum(0)})
-    mean, std = latents_lib.moments(sums["n"], sums["sum"], sums["sq"])
-    if mode == "scalar":  # every channel's values as one population
-      _, std = latents_lib.moments(sums["n"] * channels, np.sum(sums["sum"]), np.sum(sums["sq"]))
+    means = np.concatenate([encode(params, next(data)["video"])[0].reshape(-1, channels)
+                            for _ in range(4)])  # batches of different buckets' shapes
+    meta = latents_lib.combine_moments(
+        multihost.gather_over_processes(latents_lib.channel_sums(means)))
+  mean, std = meta.get("channel_mean"), meta[key]
   std = np.maximum(np.broadcast_to(np.asarray(std, np.float64), (channels,)), 1e-6)
   if mode == "scalar":
     shift, scale = np.zeros(channels), np.full(channels, 1.0 / float(std[0]))
