@@ -8,7 +8,9 @@ enough to reproduce it), a contact sheet `contact_sheet.png` and an
 --prompts=FILE (one per line); they are generated in batches of --batch
 (one compile per shape), each batch spread over the devices of the mesh
 and the prompt list over the processes (each writes its own videos;
-process 0 writes the shared files).
+process 0 writes the shared files). --negative_prompt (or a file of one per
+prompt, --negative_prompts) replaces the empty caption of classifier-free
+guidance, so the video is steered away from that caption.
 
 Modes (--mode; vidgen.diffusion.modes): t2v; i2v --image=PNG; extend and
 extend_back --video=FILE; interpolate --image=A --image=B; stitch
@@ -51,6 +53,12 @@ from vidgen.diffusion.modes import MODES
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeat for several).")
 _PROMPTS = flags.DEFINE_string("prompts", None, "A file with one prompt per line.")
+_NEGATIVE = flags.DEFINE_string(
+    "negative_prompt", "", "A caption that guidance steers every video away from, in place of "
+    "the empty caption (needs --cfg other than 1).")
+_NEGATIVES = flags.DEFINE_string(
+    "negative_prompts", None, "A file with one negative prompt per line, one per prompt "
+    "(empty lines: the empty caption).")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: W/samples).")
 _MODE = flags.DEFINE_enum("mode", "t2v", list(MODES), "Generation mode (module doc).")
 _IMAGE = flags.DEFINE_multi_string("image", [], "Image file(s) for i2v (1) and interpolate (2).")
@@ -93,6 +101,19 @@ def read_prompts(prompts: Sequence[str], path: str | None) -> list[str]:
   if not out:
     raise UsageError("give prompts with --prompt=... or --prompts=FILE")
   return out
+
+
+def read_negatives(count: int, prompt: str, path: str | None) -> list[str]:
+  """One negative prompt per prompt: --negative_prompts' lines, else --negative_prompt for all."""
+  if path and prompt:
+    raise UsageError("give --negative_prompt or --negative_prompts, not both")
+  if not path:
+    return [prompt.strip()] * count
+  with open(path) as f:
+    lines = [line.strip() for line in f.read().splitlines()]
+  if len(lines) != count:
+    raise UsageError(f"--negative_prompts has {len(lines)} lines for {count} prompts")
+  return lines
 
 
 def tokenize(tokenizer, prompts: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +181,12 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
              height: int, width: int, mode: str = "t2v", images: Sequence[str] = (),
              videos: Sequence[str] = (), keep: int = 1, seed: int = 0, batch: int = 8,
              fps: float = 8.0, gif: bool = False, step: int | None = None,
-             check_shapes: bool = False, print_plan: bool = False, **settings) -> dict:
+             check_shapes: bool = False, print_plan: bool = False,
+             negative_prompts: Sequence[str] | None = None, **settings) -> dict:
   """Writes the videos of `prompts` into `out`; returns a summary (and accuracy when checked).
+
+  `negative_prompts`: one per prompt ("" or None: the empty caption), the
+  caption guidance steers away from.
 
   `settings` override the Generator's (sampler, steps, cfg, cfg_frames, shift,
   window, scheme, context, max_span); None keeps the config's.
@@ -213,16 +238,23 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
     return shard(jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.key(s), salt),
                                               (lt, lh, lw, channels)) for s in seeds]))
 
-  def run(tokens, mask, seeds):
+  def run(tokens, mask, seeds, negative):
     tokens, mask = shard(tokens), shard(mask)
+    if negative is not None:
+      negative = (shard(negative[0]), shard(negative[1]))
     if mode == "loop":
       z = gen.loop_latents(params, tokens, mask, noise(seeds, 0, passes[0][0]),
-                           noise(seeds, 1, passes[1][0]), keep)
+                           noise(seeds, 1, passes[1][0]), keep, negative=negative)
       return gen.decode_loop(params, z)
     known_x0, known = gen.canvas_latents(params, canvas, len(seeds))
     z = gen.sample_latents(params, tokens, mask, noise(seeds, 0, passes[0][0]),
-                           None if known_x0 is None else shard(known_x0), known)
+                           None if known_x0 is None else shard(known_x0), known,
+                           negative=negative)
     return gen.decode_video(params, z)
+
+  negatives = list(negative_prompts or [""] * len(prompts))
+  if len(negatives) != len(prompts):
+    raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
 
   lt_total = passes[0][0]
   for start in range(0, len(mine), batch):
@@ -231,14 +263,18 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
     padded = chunk + [chunk[-1]] * (batch - n)  # one shape, one compile
     tokens, mask = tokenize(tokenizer, [prompts[i] for i in padded], config.text.max_len)
     seeds = [seed + i for i in padded]
-    clips = run(tokens, mask, seeds)
+    negative = None
+    if any(negatives[i] for i in padded):  # "" tokenizes to the empty caption: [EOS, PAD, ...]
+      negative = tokenize(tokenizer, [negatives[i] for i in padded], config.text.max_len)
+    clips = run(tokens, mask, seeds, negative)
     for index, clip in zip(chunk, clips[:n]):
       prompt = prompts[index]
       name = f"{index:04d}.mp4"
       video_io.write_video(os.path.join(out, name), clip, fps)
       if gif:
         video_io.write_video(os.path.join(out, f"{index:04d}.gif"), clip, fps)
-      record = {"file": name, "prompt": prompt, "seed": seed + index, "frames": int(len(clip)),
+      record = {"file": name, "prompt": prompt, "negative_prompt": negatives[index],
+                "seed": seed + index, "frames": int(len(clip)),
                 "height": height, "width": width, "mode": mode,
                 "images": [os.path.abspath(p) for p in images],
                 "videos": [os.path.abspath(p) for p in videos], "keep": keep,
@@ -369,12 +405,14 @@ def main(config, workdir):
   if config.task != "dit":
     raise UsageError(f"vidgen.sample needs a stage-2 (task=dit) config, got {config.task!r}")
   prompts = [] if _PRINT_PLAN.value else read_prompts(_PROMPT.value, _PROMPTS.value)
+  negatives = read_negatives(len(prompts), _NEGATIVE.value, _NEGATIVES.value)
   summary = generate(
       config, workdir, prompts, _OUT.value or os.path.join(workdir, "samples"),
       frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value, mode=_MODE.value,
       images=_IMAGE.value, videos=_VIDEO.value, keep=_KEEP.value, seed=_SEED.value,
       batch=_BATCH.value, fps=_FPS.value, gif=_GIF.value, step=_STEP.value,
-      check_shapes=_CHECK.value, print_plan=_PRINT_PLAN.value, sampler=_SAMPLER.value,
+      check_shapes=_CHECK.value, print_plan=_PRINT_PLAN.value, negative_prompts=negatives,
+      sampler=_SAMPLER.value,
       steps=_STEPS.value, cfg=_CFG.value, cfg_frames=_CFG_FRAMES.value, shift=_SHIFT.value,
       window=_WINDOW.value, scheme=_SCHEME.value, context=_CONTEXT.value,
       max_span=_MAX_SPAN.value)

@@ -174,14 +174,17 @@ def test_prompts_and_sample_write_videos_records_and_accuracy(trained):
   lines = prompts.read_text().splitlines()
   assert len(lines) == len(set(lines)) == 3
   out = work / "samples"
+  negatives = work / "negatives.txt"  # the first batch mixes a negative prompt and none
+  negatives.write_text("a large red circle moving left\n\n\n\n")
   result = _run("-m", "vidgen.sample", spec, f"--workdir={work / 'dit'}", f"--prompts={prompts}",
                 "--prompt=a large red square moving left", f"--out={out}", "--frames=5",
                 "--height=32", "--width=32", "--batch=2", "--check_shapes", "--seed=3",
-                *common, cwd=work)
+                f"--negative_prompts={negatives}", *common, cwd=work)
   assert result.returncode == 0, result.stderr[-4000:]
   records = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
   assert [r["prompt"] for r in records] == ["a large red square moving left"] + lines
   assert [r["seed"] for r in records] == [3, 4, 5, 6]
+  assert [r["negative_prompt"] for r in records] == ["a large red circle moving left", "", "", ""]
   for r in records:
     assert (out / r["file"]).exists() and r["frames"] == 5 and r["sampler"] == "euler"
   assert (out / "contact_sheet.png").exists() and (out / "index.html").exists()

@@ -175,3 +175,32 @@ def test_max_span_keeps_windows_within_the_trained_clip_length(model):
   narrow = dataclasses.replace(wide, max_span=3)
   assert narrow.span == 3
   assert all(s.frames[-1] - s.frames[0] < 3 for s in narrow.plan(12).steps)
+
+
+def test_a_negative_prompt_replaces_the_empty_caption_in_guidance(model):
+  _, gen, params, tokens, mask = model
+  from vidgen.diffusion import masks  # pylint: disable=g-import-not-at-top
+  noise = jax.random.normal(jax.random.key(3), (2, 2, 4, 4, params["latent"]["scale"].shape[0]))
+  sample = lambda g, negative=None: np.asarray(
+      g.sample_latents(params, tokens, mask, noise, negative=negative))
+  plain = sample(gen)
+  np.testing.assert_array_equal(plain, sample(gen, masks.empty_caption(*tokens.shape)))
+  # The caption as its own negative: guidance adds scale x 0, the conditional model alone.
+  np.testing.assert_allclose(sample(gen, (tokens, mask)),
+                             sample(dataclasses.replace(gen, cfg=1.0)), atol=1e-6)
+  other = jnp.flip(tokens, axis=0), jnp.flip(mask, axis=0)
+  assert not np.allclose(sample(gen, other), plain, atol=1e-3)
+
+
+def test_negative_prompts_come_from_one_flag_or_a_file_of_one_per_prompt(tmp_path):
+  from absl.app import UsageError  # pylint: disable=g-import-not-at-top
+  from vidgen.sample import read_negatives  # pylint: disable=g-import-not-at-top
+  assert read_negatives(3, "", None) == ["", "", ""]
+  assert read_negatives(2, " a red circle ", None) == ["a red circle"] * 2
+  path = tmp_path / "negatives.txt"
+  path.write_text("a red circle\n\na blue square\n")
+  assert read_negatives(3, "", str(path)) == ["a red circle", "", "a blue square"]
+  with pytest.raises(UsageError, match="3 lines for 2 prompts"):
+    read_negatives(2, "", str(path))
+  with pytest.raises(UsageError, match="not both"):
+    read_negatives(3, "a circle", str(path))

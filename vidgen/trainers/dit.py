@@ -240,13 +240,18 @@ class Generator:
 
   @functools.partial(jax.jit, static_argnums=(0,))
   def latents(self, params, tokens, token_mask, noise, known_x0=None, known=None,
-              frame_index=None):
-    """Scaled latents (B, T', H', W', C) from noise of that shape: one window (jitted per shape)."""
+              frame_index=None, negative=None):
+    """Scaled latents (B, T', H', W', C) from noise of that shape: one window (jitted per shape).
+
+    `negative`: (tokens, mask) of negative prompts (B, Lt), the caption that
+    guidance steers away from in place of the empty one; None: the empty caption.
+    """
     m = self.models
     text, tmask = m.encode_text(params, tokens, token_mask)
     b, lt = tokens.shape
-    empty_tokens, empty_mask = masks.empty_caption(b, lt)
-    null_text, null_mask = m.encode_text(params, empty_tokens, empty_mask)
+    if negative is None:
+      negative = masks.empty_caption(b, lt)
+    null_text, null_mask = m.encode_text(params, *negative)
 
     def model_fn(x_t, t_frames, cond):
       emb, mask = (text, tmask) if cond else (null_text, null_mask)
@@ -306,11 +311,11 @@ class Generator:
     return min(self.max_span // self.models.dit.patch[0], table) if self.max_span else table
 
   def sample_latents(self, params, tokens, token_mask, noise, known_x0=None, known=None,
-                     progress=None) -> jax.Array:
+                     progress=None, negative=None) -> jax.Array:
     """Scaled latents (B, T', H', W', C) of any length from noise of that shape.
 
     Args:
-      params, tokens, token_mask: as `latents`.
+      params, tokens, token_mask, negative: as `latents`.
       noise: (B, T', H', W', C) starting noise of the whole video.
       known_x0: (B, T', H', W', C) scaled latents of the given frames.
       known: bool (T',) given latent frames (a temporal patch counts as given
@@ -333,7 +338,8 @@ class Generator:
       frame_index = (pos[:, None] * pt + np.arange(pt)).reshape(-1)
       out = self.latents(params, tokens, token_mask, lat(grouped(noise)[:, frames]), lat(x_win),
                          jnp.broadcast_to(jnp.repeat(jnp.asarray(cond), pt), (b, w)),
-                         jnp.broadcast_to(jnp.asarray(frame_index, jnp.int32), (b, w)))
+                         jnp.broadcast_to(jnp.asarray(frame_index, jnp.int32), (b, w)),
+                         negative)
       return grouped(out)
 
     z = long_video.run(plan, window_fn, grouped(jnp.asarray(known_x0, noise.dtype)),
@@ -352,8 +358,8 @@ class Generator:
                        f"frame 1); this one has {pt}")
     return modes.loop_lengths(frames, self.window, self.time_factor, context)
 
-  def loop_latents(self, params, tokens, token_mask, noise, bridge_noise, context: int = 1
-                   ) -> jax.Array:
+  def loop_latents(self, params, tokens, token_mask, noise, bridge_noise, context: int = 1,
+                   negative=None) -> jax.Array:
     """Scaled latents (B, n + g, H', W', C) of a loop (modes.loop_lengths): z, then g more.
 
     `noise` (B, n, ...) makes a text-to-video clip z; `bridge_noise`
@@ -361,15 +367,16 @@ class Generator:
     between z's last `context` latent frames and its latent frames
     1 .. context, on z's own latents (a pixel round trip through the VAE
     moves a still clip by more than its frame-to-frame flicker). The
-    loop is latent frames 1 .. n + g - 1 (`decode_loop`).
+    loop is latent frames 1 .. n + g - 1 (`decode_loop`). `negative`: as
+    `latents`, for both passes.
     """
     c = context
     g = bridge_noise.shape[1] - 2 * c
-    z = self.sample_latents(params, tokens, token_mask, noise)
+    z = self.sample_latents(params, tokens, token_mask, noise, negative=negative)
     gap = jnp.zeros((z.shape[0], g) + z.shape[2:], z.dtype)
     known_x0 = jnp.concatenate([z[:, z.shape[1] - c:], gap, z[:, 1:1 + c]], axis=1)
     bridge = self.sample_latents(params, tokens, token_mask, bridge_noise, known_x0,
-                                 modes.loop_known(g, c))
+                                 modes.loop_known(g, c), negative=negative)
     return jnp.concatenate([z, bridge[:, c:c + g]], axis=1)
 
   def decode_loop(self, params, z, warm: int = 2) -> np.ndarray:
@@ -384,13 +391,17 @@ class Generator:
     return pixels[:, 1 + self.time_factor * (warm - 1):]
 
   def generate(self, params, tokens, token_mask, shape: tuple[int, int, int], rng,
-               canvas=None, progress=None) -> np.ndarray:
-    """uint8 (B, T, H, W, 3) videos of pixel `shape` (T, H, W); `canvas`: the given frames."""
+               canvas=None, progress=None, negative=None) -> np.ndarray:
+    """uint8 (B, T, H, W, 3) videos of pixel `shape` (T, H, W); `canvas`: the given frames.
+
+    `negative`: as `latents`.
+    """
     lt, lh, lw, c = self.models.latent_grid(shape)
     self.check_shape((lt, lh, lw))
     noise = jax.random.normal(rng, (tokens.shape[0], lt, lh, lw, c), jnp.float32)
     known_x0, known = self.canvas_latents(params, canvas, tokens.shape[0])
-    z = self.sample_latents(params, tokens, token_mask, noise, known_x0, known, progress)
+    z = self.sample_latents(params, tokens, token_mask, noise, known_x0, known, progress,
+                            negative)
     return self.decode_video(params, z)
 
   def canvas_latents(self, params, canvas, batch: int):
