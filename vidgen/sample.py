@@ -405,16 +405,16 @@ def main(config, workdir):
   if config.task != "dit":
     raise UsageError(f"vidgen.sample needs a stage-2 (task=dit) config, got {config.task!r}")
   prompts = [] if _PRINT_PLAN.value else read_prompts(_PROMPT.value, _PROMPTS.value)
-  negatives = read_negatives(len(prompts), _NEGATIVE.value, _NEGATIVES.value)
+  negatives = [] if _PRINT_PLAN.value else read_negatives(len(prompts), _NEGATIVE.value,
+                                                          _NEGATIVES.value)
   summary = generate(
       config, workdir, prompts, _OUT.value or os.path.join(workdir, "samples"),
       frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value, mode=_MODE.value,
       images=_IMAGE.value, videos=_VIDEO.value, keep=_KEEP.value, seed=_SEED.value,
       batch=_BATCH.value, fps=_FPS.value, gif=_GIF.value, step=_STEP.value,
       check_shapes=_CHECK.value, print_plan=_PRINT_PLAN.value, negative_prompts=negatives,
-      sampler=_SAMPLER.value,
-      steps=_STEPS.value, cfg=_CFG.value, cfg_frames=_CFG_FRAMES.value, shift=_SHIFT.value,
-      window=_WINDOW.value, scheme=_SCHEME.value, context=_CONTEXT.value,
+      sampler=_SAMPLER.value, steps=_STEPS.value, cfg=_CFG.value, cfg_frames=_CFG_FRAMES.value,
+      shift=_SHIFT.value, window=_WINDOW.value, scheme=_SCHEME.value, context=_CONTEXT.value,
       max_span=_MAX_SPAN.value)
   print(json.dumps(summary), flush=True)
 
