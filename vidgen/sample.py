@@ -239,9 +239,7 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
                                               (lt, lh, lw, channels)) for s in seeds]))
 
   def run(tokens, mask, seeds, negative):
-    tokens, mask = shard(tokens), shard(mask)
-    if negative is not None:
-      negative = (shard(negative[0]), shard(negative[1]))
+    tokens, mask, negative = shard(tokens), shard(mask), (shard(negative[0]), shard(negative[1]))
     if mode == "loop":
       z = gen.loop_latents(params, tokens, mask, noise(seeds, 0, passes[0][0]),
                            noise(seeds, 1, passes[1][0]), keep, negative=negative)
@@ -263,9 +261,8 @@ def generate(config, workdir: str, prompts: Sequence[str], out: str, *, frames: 
     padded = chunk + [chunk[-1]] * (batch - n)  # one shape, one compile
     tokens, mask = tokenize(tokenizer, [prompts[i] for i in padded], config.text.max_len)
     seeds = [seed + i for i in padded]
-    negative = None
-    if any(negatives[i] for i in padded):  # "" tokenizes to the empty caption: [EOS, PAD, ...]
-      negative = tokenize(tokenizer, [negatives[i] for i in padded], config.text.max_len)
+    # Always given, so one compile serves every batch: "" tokenizes to the empty caption.
+    negative = tokenize(tokenizer, [negatives[i] for i in padded], config.text.max_len)
     clips = run(tokens, mask, seeds, negative)
     for index, clip in zip(chunk, clips[:n]):
       prompt = prompts[index]
