@@ -97,3 +97,26 @@ def test_variants_table(name, width, patch):
 def test_unknown_variant_lists_the_known_ones():
   with pytest.raises(configlib.ConfigError, match="tiny, mini, S, B, L, XL"):
     configlib.parse_variant("M/2")
+
+
+DIT_SMOKE = os.path.join(ROOT, "configs/shapes/dit.py:smoke")
+
+
+def test_dit_size_overrides_only_the_sizes_set():
+  config = configlib.load(DIT_SMOKE, {"dit.variant": "mini/1x1x1"})
+  assert configlib.dit_size(config.dit) == (configlib.VARIANTS["mini"], (1, 1, 1))
+  config = configlib.load(DIT_SMOKE,
+                          {"dit.variant": "mini/1x1x1", "dit.depth": 6, "dit.width": 192})
+  variant, patch = configlib.dit_size(config.dit)
+  assert (variant.width, variant.depth, variant.heads, patch) == (192, 6, 4, (1, 1, 1))
+  assert variant.mlp_ratio == configlib.VARIANTS["mini"].mlp_ratio
+  from vidgen.models import dit as dit_lib  # the model is built at the overridden size
+  model = dit_lib.dit_from_config(config)
+  assert (model.width, model.depth, model.heads, tuple(model.patch)) == (192, 6, 4, (1, 1, 1))
+
+
+def test_dit_heads_must_divide_the_overridden_width():
+  with pytest.raises(configlib.ConfigError, match="'dit.width' = 198 and 'dit.heads' = 4"):
+    configlib.load(DIT_SMOKE, {"dit.variant": "mini", "dit.width": 198})
+  with pytest.raises(configlib.ConfigError, match="'dit.depth'.*>= 0"):
+    configlib.load(DIT_SMOKE, {"dit.depth": -1})

@@ -131,6 +131,14 @@ def parse_variant(name: str) -> tuple[Variant, tuple[int, int, int]]:
   return VARIANTS[m.group(1)], patch
 
 
+def dit_size(dit: Any) -> tuple[Variant, tuple[int, int, int]]:
+  """The (Variant, patch) a `dit` section describes: `dit.variant` with any of
+  `dit.width`, `dit.depth`, `dit.heads` that are non-zero in place of its own."""
+  variant, patch = parse_variant(dit.variant)
+  sizes = {k: int(dit.get(k, 0)) for k in ("width", "depth", "heads")}
+  return dataclasses.replace(variant, **{k: v for k, v in sizes.items() if v}), patch
+
+
 # ---------------------------------------------------------------------------
 # Shared config pieces.
 
@@ -268,6 +276,11 @@ def dit_config() -> ConfigDict:
   """
   return ConfigDict(dict(
       variant="tiny",
+      # Sizes in place of the variant's (0: the variant's own), for scaling studies
+      # between the table's rows: `--config.dit.depth=6` keeps the variant's width.
+      width=0,
+      depth=0,
+      heads=0,
       max_frames=16,
       max_height=32,
       max_width=32,
@@ -539,6 +552,9 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "captioner.token_dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "captioner.length_penalty": (_non_negative, "must be >= 0"),
     "dit.variant": (_check_variant, ""),
+    "dit.width": (_non_negative, "must be >= 0 (0: the variant's)"),
+    "dit.depth": (_non_negative, "must be >= 0 (0: the variant's)"),
+    "dit.heads": (_non_negative, "must be >= 0 (0: the variant's)"),
     "dit.max_frames": (_positive, "must be >= 1"),
     "dit.max_height": (_positive, "must be >= 1"),
     "dit.max_width": (_positive, "must be >= 1"),
@@ -622,6 +638,12 @@ def validate(config: ConfigDict) -> ConfigDict:
     errors.append("config key 'captioner.stem' = 'luma_chroma' reads RGB pixels: it needs "
                   "captioner.input = 'pixels' and captioner.value_channel = False (its luma is "
                   "the value channel)")
+  d = config.get("dit")
+  if not errors and d is not None:
+    size = dit_size(d)[0]
+    if size.width % size.heads:
+      errors.append(f"config keys 'dit.width' = {size.width} and 'dit.heads' = {size.heads} "
+                    f"(with variant {d.variant!r}): the heads must divide the width")
   if errors:
     raise ConfigError("bad config:\n  " + "\n  ".join(errors))
   return config

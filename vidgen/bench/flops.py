@@ -186,7 +186,7 @@ def flops_config(variant: str, patch: Sequence[int] | str | None = None,
 
 
 def _dims(config: Any, latents: Sequence[int]) -> dict[str, Any]:
-  variant, patch = configlib.parse_variant(config.dit.variant)
+  variant, patch = configlib.dit_size(config.dit)
   gt, gh, gw = patches_lib.grid_shape(latents, patch)
   e = config.text.encoder
   d = variant.width
@@ -473,7 +473,7 @@ def _compiled_flops(config: Any, latents: Sequence[int], batch: int, text_len: i
 def _xla_flops(config: Any, latents: Sequence[int], batch: int, text_len: int | None,
                depth: str, train: bool) -> tuple[float, str]:
   lt = int(text_len if text_len is not None else config.text.max_len)
-  real = configlib.parse_variant(config.dit.variant)[0].depth
+  real = configlib.dit_size(config.dit)[0].depth
   if depth == "full" or real <= 2:
     return _compiled_flops(config, latents, batch, lt, None, train), f"compiled at depth {real}"
   if depth != "auto":

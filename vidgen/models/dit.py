@@ -426,7 +426,7 @@ class VideoDiT(nn.Module):
 def dit_from_config(config: Any) -> VideoDiT:
   """The DiT `config.dit` describes, for latents of `config.vae.latent_channels` channels."""
   cfg = config.dit
-  variant, patch = configlib.parse_variant(cfg.variant)
+  variant, patch = configlib.dit_size(cfg)
   return VideoDiT(
       channels=int(config.vae.latent_channels), patch=patch, width=variant.width,
       depth=variant.depth, heads=variant.heads, mlp_ratio=variant.mlp_ratio,
