@@ -4,6 +4,7 @@ import os
 import pytest
 
 from vidgen import configlib
+from vidgen.models import dit as dit_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
@@ -110,7 +111,6 @@ def test_dit_size_overrides_only_the_sizes_set():
   variant, patch = configlib.dit_size(config.dit)
   assert (variant.width, variant.depth, variant.heads, patch) == (192, 6, 4, (1, 1, 1))
   assert variant.mlp_ratio == configlib.VARIANTS["mini"].mlp_ratio
-  from vidgen.models import dit as dit_lib  # the model is built at the overridden size
   model = dit_lib.dit_from_config(config)
   assert (model.width, model.depth, model.heads, tuple(model.patch)) == (192, 6, 4, (1, 1, 1))
 

@@ -39,6 +39,18 @@ def test_analytic_params_follow_the_options():
   assert flops.exact_params(config, (2, 16, 8)) == flops.params_analytic(config, (2, 16, 8))
 
 
+def test_analytic_counts_follow_the_size_overrides():
+  """dit.width/depth/heads in place of the variant's: params exact, FLOPs follow."""
+  config = flops.flops_config("tiny", "1x2x2", SMALL, channels=4, text_len=8)
+  base = flops.config_flops(config, SMALL)
+  config.dit.width, config.dit.depth, config.dit.heads = 96, 3, 4
+  assert flops.exact_params(config, SMALL) == flops.params_analytic(config, SMALL)
+  got = flops.config_flops(config, SMALL)
+  assert (got["width"], got["depth"], got["heads"]) == (96, 3, 4)
+  assert got["params_analytic"] > base["params_analytic"]
+  assert got["dit_forward_flops"] > base["dit_forward_flops"]
+
+
 def test_params_do_not_depend_on_the_clip_but_flops_do():
   a = flops.dit_flops("S", "1x2x2", (4, 8, 8), max_grid=(16, 16, 16))
   b = flops.dit_flops("S", "1x2x2", (16, 32, 32))
