@@ -171,3 +171,19 @@ def test_cli_rejects_a_bad_variant_before_any_work():
   assert result.returncode != 0
   assert result.stdout == ""
   assert "unknown variant 'Q/2'" in result.stderr
+
+
+def test_cli_size_flags_override_every_variant():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  args = [sys.executable, "-m", "vidgen.bench.flops", "--variants=tiny", "--frames=2",
+          "--height=8", "--width=8", "--text_len=8", "--channels=4"]
+  result = subprocess.run(args + ["--dit_width=96", "--dit_depth=3", "--dit_heads=4"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-4000:]
+  line = json.loads(result.stdout)
+  assert (line["width"], line["depth"], line["heads"]) == (96, 3, 4)
+  assert line["params"] == line["params_analytic"] and line["params_match"] is True
+  bad = subprocess.run(args + ["--dit_width=96", "--dit_heads=5"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and bad.stdout == ""
+  assert "the heads divide the width" in bad.stderr

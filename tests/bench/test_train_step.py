@@ -2,7 +2,8 @@
 
 Only the output's form is checked (fields present, finite, positive; the
 peer's parameter count within 5% of ours): speed is measured by running the
-benchmark, never by tests. tiny at depth 4 (410k parameters) is matched by a
+benchmark, never by tests. Both precisions (fp32; bf16 mixed precision on both
+sides) run. tiny at depth 4 (410k parameters) is matched by a
 3-layer Latte; the variant's own depth 2 has no Latte depth within 5%.
 """
 
@@ -30,9 +31,11 @@ POSITIVE = ("tokens_per_s", "peer_tokens_per_s", "ratio_vs_peer", "step_s_median
 
 
 @pytest.mark.skipif(not HAS_PEER, reason="needs torch and diffusers (make install-test)")
-def test_train_step_line():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_train_step_line(dtype):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-m", "vidgen.bench.train_step", *TINY], cwd=ROOT,
+  result = subprocess.run([sys.executable, "-m", "vidgen.bench.train_step", *TINY,
+                           f"--dtype={dtype}"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
   lines = result.stdout.splitlines()
@@ -53,6 +56,7 @@ def test_train_step_line():
   settings = line["settings"]
   assert settings["tokens_per_clip"] == 2 * 2 * 2 and settings["batch"] == 1
   assert settings["depth"] == 4 and settings["width"] == 64
+  assert settings["dtype"] == dtype  # ours computes in it; the peer runs under autocast to it
   assert line["peer_num_layers"] == 3
   assert line["peer_config"]["num_attention_heads"] * line["peer_config"]["attention_head_dim"] \
       == settings["width"]

@@ -3,7 +3,7 @@
     python -m vidgen.bench.flops [--variants=tiny,S,B,L,XL] [--patch=1x2x2]
         [--frames=16 --height=32 --width=32] [--batch=1] [--text_len=32] [--channels=16]
         [--dtype=bfloat16] [--remat=none|full|dots|offload] [--xla_check] [--xla_train]
-        [--residuals] [--xla_depth=auto|full]
+        [--residuals] [--xla_depth=auto|full] [--dit_width=0 --dit_depth=0 --dit_heads=0]
 
 `--frames/--height/--width` are in LATENT units (16x32x32 latents are 256x256
 pixels with an 8x spatial VAE, and 61 video frames with the default 4x causal
@@ -160,11 +160,13 @@ def variant_spec(variant: str, patch: Sequence[int] | str | None = None) -> str:
 def flops_config(variant: str, patch: Sequence[int] | str | None = None,
                  latents: Sequence[int] = (16, 32, 32), channels: int = 16, text_len: int = 32,
                  dtype: str = "bfloat16", remat: str = "none",
-                 max_grid: Sequence[int] | None = None) -> configlib.ConfigDict:
+                 max_grid: Sequence[int] | None = None,
+                 sizes: Sequence[int] = (0, 0, 0)) -> configlib.ConfigDict:
   """The `dit`, `text` and `vae` sections these functions read, for a variant and clip size.
 
   Position tables are sized to the clip's patch grid unless `max_grid` (T', H', W')
   says otherwise; the text encoder is configlib's default with max_len = text_len.
+  `sizes` (width, depth, heads) override the variant's (`dit.width/depth/heads`; 0: its own).
   """
   spec = variant_spec(variant, patch)
   _, p = configlib.parse_variant(spec)
@@ -176,6 +178,7 @@ def flops_config(variant: str, patch: Sequence[int] | str | None = None,
   d.max_frames, d.max_height, d.max_width = (int(g) for g in (max_grid or grid))
   d.dtype = dtype
   d.remat = remat
+  d.width, d.depth, d.heads = (int(n) for n in sizes)
   config.text.max_len = int(text_len)
   config.vae.latent_channels = int(channels)
   return config
@@ -534,9 +537,9 @@ def residual_bytes(config: Any, latents: Sequence[int] = (16, 32, 32), batch: in
 def measure(variant: str, patch: Sequence[int] | str | None, latents: Sequence[int], batch: int,
             text_len: int, channels: int, dtype: str, remat: str, xla_check: bool = False,
             xla_train: bool = False, residuals: bool = False,
-            xla_depth: str = "auto") -> dict[str, Any]:
+            xla_depth: str = "auto", sizes: Sequence[int] = (0, 0, 0)) -> dict[str, Any]:
   """One JSON line: analytic figures, exact params and (optionally) XLA's and JAX's figures."""
-  config = flops_config(variant, patch, latents, channels, text_len, dtype, remat)
+  config = flops_config(variant, patch, latents, channels, text_len, dtype, remat, sizes=sizes)
   line = {"bench": "dit_flops"}
   line.update(config_flops(config, latents, batch, text_len))
   start = time.perf_counter()
@@ -581,6 +584,9 @@ def _define_flags() -> None:
   flags.DEFINE_enum("dtype", "bfloat16", list(configlib.DTYPES),
                     "Compute dtype (activation bytes; FLOPs do not depend on it).")
   flags.DEFINE_enum("remat", "none", list(configlib.REMAT), "Remat policy of the blocks.")
+  flags.DEFINE_integer("dit_width", 0, "DiT width for every variant (dit.width); 0: its own.")
+  flags.DEFINE_integer("dit_depth", 0, "DiT blocks for every variant (dit.depth); 0: its own.")
+  flags.DEFINE_integer("dit_heads", 0, "DiT heads for every variant (dit.heads); 0: its own.")
   flags.DEFINE_bool("xla_check", False,
                     "Also compile the forward from abstract shapes and report XLA's "
                     "cost_analysis FLOPs and analytic / XLA.")
@@ -599,15 +605,21 @@ def main(argv):
   del argv
   f = flags.FLAGS
   latents = (f.frames, f.height, f.width)
+  sizes = (f.dit_width, f.dit_depth, f.dit_heads)
   patches = [None if "/" in variant else f.patch for variant in f.variants]
   for variant, patch in zip(f.variants, patches):  # every bad argument before any work
     try:
-      flops_config(variant, patch, latents, f.channels, f.text_len, f.dtype, f.remat)
+      config = flops_config(variant, patch, latents, f.channels, f.text_len, f.dtype, f.remat,
+                            sizes=sizes)
+      size = configlib.dit_size(config.dit)[0]
+      if min(sizes) < 0 or size.width % size.heads:
+        raise ValueError(f"variant {variant} at width {size.width}, depth {size.depth}, "
+                         f"{size.heads} heads: sizes must be >= 0 and the heads divide the width")
     except ValueError as e:
       raise app.UsageError(str(e)) from None
   for variant, patch in zip(f.variants, patches):
     line = measure(variant, patch, latents, f.batch, f.text_len, f.channels, f.dtype, f.remat,
-                   f.xla_check, f.xla_train, f.residuals, f.xla_depth)
+                   f.xla_check, f.xla_train, f.residuals, f.xla_depth, sizes)
     print(json.dumps(line), flush=True)
     if not line["params_match"]:
       logging.error("%s: analytic params %d / %d differ from the model's %d / %d", variant,

@@ -2,8 +2,8 @@
 
     python -m vidgen.bench.train_step [--reps=5] [--variant=S/2] [--depth=0]
         [--frames=16 --height=16 --width=16] [--batch=4] [--text_len=32] [--text_width=128]
-        [--channels=4] [--peer=latte|none] [--threads=0] [--peak_sizes=2048,3072,4096]
-        [--peak_reps=3]
+        [--channels=4] [--peer=latte|none] [--threads=0] [--dtype=float32|bfloat16]
+        [--peak_sizes=2048,3072,4096] [--peak_reps=3]
 
 Prints one JSON line on stdout (logs go to stderr):
 
@@ -33,9 +33,15 @@ out_channels = C (velocity, no learned sigma). Its `num_layers` is the depth
 whose parameter count is closest to ours (`params_ratio` = peer / ours; it
 should be within 5%). Trained with the same loss (flow times, x_t, velocity
 MSE), the caption mask passed as the additive bias Latte's cross-attention
-takes, torch.optim.AdamW with the same hyper-parameters, fp32 eager mode,
+takes, torch.optim.AdamW with the same hyper-parameters, eager mode,
 `torch.set_num_threads(--threads or the machine's cores)`. Square latents only
 (Latte's sample_size is one number).
+
+Precision (`--dtype`): float32 runs both sides in fp32. bfloat16 is mixed
+precision on both sides, with fp32 parameters, optimizer and loss. Ours runs
+with the DiT's compute `dtype=bfloat16`. The peer's forward runs under
+`torch.autocast("cpu", dtype=torch.bfloat16)`. The peaks are then measured on
+bf16 inputs (see below).
 
 Timing: after one warm-up step each, `--reps` steps of ours and of the peer
 alternate (A B A B ...: load changes on a shared machine hit both); each
@@ -45,9 +51,10 @@ FLOPs and MFU: `model_flops_per_step` is the analytic count of
 vidgen.bench.flops (matmuls and attention, forward x 3 for forward + backward;
 no text encoder here), the usual MFU numerator; `xla_flops_per_step` is XLA's
 cost_analysis of our compiled step (it also counts elementwise work and the
-optimizer). `measured_peak_flops` is the fp32 `jnp.dot` rate on square
-matrices of `--peak_sizes`: per size the median of `--peak_reps` calls, measured
-before the models and again after them in the same process, the best of all
+optimizer). `measured_peak_flops` is the `jnp.dot` rate on square
+`--dtype` matrices of `--peak_sizes` (fp32 accumulation and result): per size
+the median of `--peak_reps` calls, measured before the models and again after
+them in the same process, the best of all
 that (so load during one pass lowers nothing); `torch_matmul_peak_flops` the
 same for torch.matmul, and `jax_matmul_gflops` / `torch_matmul_gflops` every
 figure. `mfu_vs_measured_peak` = model_flops_per_step / step_s_median /
@@ -99,7 +106,11 @@ _PEER = flags.DEFINE_enum("peer", "latte", ["latte", "none"], "The peer; none pr
                           "fields.")
 _THREADS = flags.DEFINE_integer("threads", 0, "torch threads; 0: the machine's cores.")
 _PEAK_SIZES = flags.DEFINE_list("peak_sizes", ["2048", "3072", "4096"],
-                                "Square fp32 matmul sizes for the measured peak.")
+                                "Square matmul sizes for the measured peak (in --dtype).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype of both sides (parameters and optimizer stay fp32): "
+                           "bfloat16 runs ours with dtype=bfloat16 and the peer under "
+                           "torch.autocast, and measures the peaks with bf16 inputs.")
 _PEAK_REPS = flags.DEFINE_integer("peak_reps", 3, "Timed matmuls per size (after a warm-up).")
 _LR = 1e-4
 _WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default; optax's is 1e-4: both sides get this
@@ -145,25 +156,30 @@ def _median_rate(fn, flop: float, reps: int) -> float:
   return flop / statistics.median(times)
 
 
-def jax_matmul_peak(sizes: list[int], reps: int) -> dict[int, float]:
-  """Median FLOP/s of a jitted fp32 `jnp.dot` of two n x n matrices, per size n."""
+def jax_matmul_peak(sizes: list[int], reps: int, dtype: str = "float32") -> dict[int, float]:
+  """Median FLOP/s of a jitted `jnp.dot` of two n x n `dtype` matrices, per size n.
+
+  bf16 inputs accumulate and return fp32 (`preferred_element_type`): XLA:CPU's
+  fast bf16 kernels are that form; a bf16 result runs at about a third of it.
+  """
   out = {}
-  dot = jax.jit(jnp.dot)
+  dot = jax.jit(functools.partial(jnp.dot, preferred_element_type=jnp.float32))
   rng = np.random.default_rng(0)
   for n in sizes:
-    a, b = (jax.device_put(rng.standard_normal((n, n), np.float32)) for _ in range(2))
+    a, b = (jax.device_put(rng.standard_normal((n, n), np.float32).astype(dtype))
+            for _ in range(2))
     out[n] = _median_rate(lambda: jax.block_until_ready(dot(a, b)), 2.0 * n ** 3, reps)
     del a, b
   return out
 
 
-def torch_matmul_peak(sizes: list[int], reps: int) -> dict[int, float]:
-  """Median FLOP/s of fp32 `torch.matmul` of two n x n matrices, per size n."""
+def torch_matmul_peak(sizes: list[int], reps: int, dtype: str = "float32") -> dict[int, float]:
+  """Median FLOP/s of `torch.matmul` of two n x n `dtype` matrices, per size n."""
   import torch  # pylint: disable=g-import-not-at-top
   out = {}
   gen = torch.Generator().manual_seed(0)
   for n in sizes:
-    a, b = (torch.randn(n, n, generator=gen) for _ in range(2))
+    a, b = (torch.randn(n, n, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
     out[n] = _median_rate(lambda: torch.matmul(a, b), 2.0 * n ** 3, reps)
   return out
 
@@ -172,9 +188,12 @@ def torch_matmul_peak(sizes: list[int], reps: int) -> dict[int, float]:
 # Ours.
 
 
-def build_model(variant: str, depth: int, channels: int, grid_latents: tuple[int, int, int]
-                ) -> dit_lib.VideoDiT:
-  """The VideoDiT of `variant` with the dit config's defaults (causal, qk-norm, fp32, no remat)."""
+def build_model(variant: str, depth: int, channels: int, grid_latents: tuple[int, int, int],
+                dtype: str = "float32") -> dit_lib.VideoDiT:
+  """The VideoDiT of `variant` with the dit config's defaults (causal, qk-norm, no remat).
+
+  `dtype` is the compute dtype; parameters stay in the config's (fp32).
+  """
   cfg = configlib.dit_config()
   v, patch = configlib.parse_variant(variant)
   gt, gh, gw = (n // p for n, p in zip(grid_latents, patch))
@@ -183,7 +202,7 @@ def build_model(variant: str, depth: int, channels: int, grid_latents: tuple[int
       mlp_ratio=v.mlp_ratio, max_frames=max(int(cfg.max_frames), gt),
       max_height=max(int(cfg.max_height), gh), max_width=max(int(cfg.max_width), gw),
       causal=cfg.temporal == "causal", qk_norm=bool(cfg.qk_norm), remat=cfg.remat,
-      scan_layers=bool(cfg.scan_layers), dtype=jnp.dtype(cfg.dtype),
+      scan_layers=bool(cfg.scan_layers), dtype=jnp.dtype(dtype),
       param_dtype=jnp.dtype(cfg.param_dtype))
 
 
@@ -282,10 +301,14 @@ def peer_depth(model: dit_lib.VideoDiT, ours: int, height: int, frames: int, tex
 
 
 class Peer:
-  """Latte at a matched config and its fp32 eager training step (same flow loss, AdamW)."""
+  """Latte at a matched config and its eager training step (same flow loss, AdamW).
+
+  fp32 parameters and optimizer; with `dtype` bfloat16 the forward runs under
+  `torch.autocast("cpu", torch.bfloat16)` (its matmuls in bf16) and the loss in fp32.
+  """
 
   def __init__(self, model: dit_lib.VideoDiT, batch_np: dict[str, np.ndarray], ours_params: int,
-               threads: int):
+               threads: int, dtype: str = "float32"):
     import torch  # pylint: disable=g-import-not-at-top
     from diffusers import LatteTransformer3DModel  # pylint: disable=g-import-not-at-top
     self.torch = torch
@@ -310,6 +333,8 @@ class Peer:
     self.diffusion = flow.RectifiedFlow()
     self.tokens = t * (h // model.patch[1]) * (w // model.patch[2])
     self.gen = torch.Generator().manual_seed(1)
+    self.autocast = dtype != "float32"
+    self.dtype = getattr(torch, dtype)
 
   def step(self) -> float:
     """One training step; returns the loss."""
@@ -320,9 +345,11 @@ class Peer:
     noise = torch.randn(self.x0.shape, generator=self.gen)
     tt = t.view(b, 1, 1, 1, 1)
     x_t = (1 - tt) * self.x0 + tt * noise
-    pred = self.net(x_t, timestep=1000.0 * t, encoder_hidden_states=self.text,
-                    encoder_attention_mask=self.text_bias, enable_temporal_attentions=True,
-                    return_dict=False)[0]
+    with torch.autocast("cpu", dtype=self.dtype, enabled=self.autocast):
+      pred = self.net(x_t, timestep=1000.0 * t, encoder_hidden_states=self.text,
+                      encoder_attention_mask=self.text_bias, enable_temporal_attentions=True,
+                      return_dict=False)[0]
+    pred = pred.float()
     if pred.shape != self.x0.shape:
       raise AssertionError(f"peer output {tuple(pred.shape)}, want {tuple(self.x0.shape)}")
     loss = torch.mean(torch.square(pred - (noise - self.x0)))
@@ -355,12 +382,13 @@ def _seconds(fn) -> tuple[float, float]:
   return time.perf_counter() - start, time.process_time() - cpu
 
 
-def measure_peaks(sizes: list[int], reps: int) -> tuple[dict[int, float], dict[int, float] | None]:
-  """(jnp.dot, torch.matmul or None) FLOP/s per size."""
-  jax_peak = jax_matmul_peak(sizes, reps)
+def measure_peaks(sizes: list[int], reps: int, dtype: str = "float32"
+                  ) -> tuple[dict[int, float], dict[int, float] | None]:
+  """(jnp.dot, torch.matmul or None) FLOP/s per size, on `dtype` inputs."""
+  jax_peak = jax_matmul_peak(sizes, reps, dtype)
   logging.info("jnp.dot GFLOP/s: %s", {n: round(v / 1e9, 1) for n, v in jax_peak.items()})
   try:
-    torch_peak = torch_matmul_peak(sizes, reps)
+    torch_peak = torch_matmul_peak(sizes, reps, dtype)
   except ImportError:
     return jax_peak, None
   logging.info("torch.matmul GFLOP/s: %s", {n: round(v / 1e9, 1) for n, v in torch_peak.items()})
@@ -377,7 +405,7 @@ def run() -> dict:
   lt, reps = _TEXT_LEN.value, _REPS.value
   dt = _TEXT_WIDTH.value or int(configlib.text_config().encoder.width)
   threads = _THREADS.value or os.cpu_count() or 1
-  model = build_model(_VARIANT.value, _DEPTH.value, c, (t, h, w))
+  model = build_model(_VARIANT.value, _DEPTH.value, c, (t, h, w), _DTYPE.value)
   grid = dit_lib.patches_lib.grid_shape((t, h, w), model.patch)
   tokens = math.prod(grid)
   peer_wanted = _PEER.value != "none"
@@ -396,7 +424,7 @@ def run() -> dict:
 
   load_start = os.getloadavg()[0]
   sizes = [int(s) for s in _PEAK_SIZES.value]
-  peaks = [measure_peaks(sizes, _PEAK_REPS.value)]  # before the models; again after them
+  peaks = [measure_peaks(sizes, _PEAK_REPS.value, _DTYPE.value)]  # before the models; again after them
 
   batch_np = make_batch(b, t, h, w, c, lt, dt)
   compiled, state, batch, rng, params, xla_flops, compile_s = ours_setup(model, batch_np, tokens)
@@ -413,7 +441,7 @@ def run() -> dict:
 
   peer, peer_flops = None, None
   if peer_wanted:
-    peer = Peer(model, batch_np, params, threads)
+    peer = Peer(model, batch_np, params, threads, _DTYPE.value)
     logging.info("peer: Latte %d layers, %d params (ours %d)", peer.num_layers, peer.params, params)
 
   first_loss = float(ours_step())  # warm-up
@@ -433,7 +461,7 @@ def run() -> dict:
   steps_taken = int(holder["state"].step)
   load_end = os.getloadavg()[0]
   del holder, state, compiled
-  peaks.append(measure_peaks(sizes, _PEAK_REPS.value))
+  peaks.append(measure_peaks(sizes, _PEAK_REPS.value, _DTYPE.value))
   jax_peak = {n: max(p[0][n] for p in peaks) for n in sizes}
   torch_peak = ({n: max(p[1][n] for p in peaks) for n in sizes} if peaks[0][1] is not None
                 else None)
