@@ -315,7 +315,8 @@ def diffusion_config() -> ConfigDict:
   return ConfigDict(dict(
       kind="flow",  # flow (rectified flow, velocity) | ddpm
       flow=dict(shift=0.0,  # > 0: fixed time shift; 0: max(1, sqrt(tokens / base_tokens))
-                base_tokens=256, logit_mean=0.0, logit_std=1.0),
+                base_tokens=256, logit_mean=0.0, logit_std=1.0,
+                uniform=0.0),  # share of training times uniform on [0, 1] (not shifted)
       ddpm=dict(schedule="cosine",  # cosine | linear
                 prediction="v",  # epsilon | v
                 steps=1000, beta_start=1e-4, beta_end=0.02),
@@ -572,6 +573,7 @@ CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "diffusion.flow.shift": (_non_negative, "must be >= 0 (0: by token count)"),
     "diffusion.flow.base_tokens": (_positive, "must be >= 1"),
     "diffusion.flow.logit_std": (_positive, "must be > 0"),
+    "diffusion.flow.uniform": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "diffusion.ddpm.schedule": (lambda v: v in ("cosine", "linear"), "must be cosine or linear"),
     "diffusion.ddpm.prediction": (lambda v: v in ("epsilon", "v"), "must be epsilon or v"),
     "diffusion.ddpm.steps": (lambda v: v >= 2, "must be >= 2"),

@@ -94,6 +94,21 @@ def test_flow_sample_times_range_and_shift():
   np.testing.assert_array_equal(fixed.sample_times(rng, 64, 1), fixed.sample_times(rng, 64, 10**6))
 
 
+def test_flow_uniform_share_of_training_times():
+  """flow.uniform: that share of times is U(0, 1), unshifted; the rest the shifted logit-normal."""
+  rng = jax.random.key(2)
+  shifted = np.asarray(flow.RectifiedFlow(shift=6.0).sample_times(rng, 20000, 80))
+  mixed = np.asarray(flow.RectifiedFlow(shift=6.0, uniform=0.5).sample_times(rng, 20000, 80))
+  assert mixed.dtype == np.float32 and 0 <= mixed.min() and mixed.max() < 1
+  assert (shifted < 0.2).mean() < 0.005  # shift 6 all but skips low noise
+  assert (mixed < 0.2).mean() == pytest.approx(0.5 * 0.2, abs=0.015)
+  assert (mixed > 0.9).mean() == pytest.approx(0.5 * 0.1 + 0.5 * (shifted > 0.9).mean(), abs=0.02)
+  every = np.asarray(flow.RectifiedFlow(shift=6.0, uniform=1.0).sample_times(rng, 20000, 80))
+  assert abs(np.median(every) - 0.5) < 0.02 and abs(every.mean() - 0.5) < 0.01
+  with pytest.raises(ValueError, match="uniform"):
+    flow.RectifiedFlow(uniform=1.5)
+
+
 def test_ddpm_sample_times_on_the_grid():
   d = flow.DDPM(steps=10)
   t = d.sample_times(jax.random.key(0), 2000, 123)
